@@ -1,0 +1,52 @@
+"""Helpers shared by both kinds of branch and bound: candidate checking and progress."""
+from __future__ import annotations
+
+import logging
+import time
+
+import torch
+from torch import Tensor
+
+from ..evaluate import forward
+from ..spec import Cases, violation
+
+log = logging.getLogger("verifier")
+
+
+def cat_cases(parts: list[Cases]) -> Cases:
+    import numpy as np
+
+    return Cases(torch.cat([p.lo for p in parts]), torch.cat([p.hi for p in parts]),
+                 torch.cat([p.C for p in parts]), torch.cat([p.d for p in parts]),
+                 torch.cat([p.member for p in parts]), torch.cat([p.valid for p in parts]),
+                 np.concatenate([p.case for p in parts]))
+
+
+def lower_bound_minimisers(cs: Cases, lb: Tensor, A_in: Tensor) -> Tensor:
+    """For each domain, the box corner that minimises the linear lower bound of its weakest open
+    row: a cheap, often excellent counterexample candidate.  A_in: (N, Q, *in).  (N, *in)."""
+    open_rows = (cs.member & cs.valid.unsqueeze(-1)).any(1)
+    worst = torch.where(open_rows, lb, torch.inf).argmin(-1)
+    a = A_in[torch.arange(len(cs), device=A_in.device), worst]
+    return torch.where(a > 0, cs.lo, cs.hi)
+
+
+def violations(graph, cs: Cases, x: Tensor) -> Tensor:
+    """Violation of each domain's rows at its own point x (N, *in) -> (N,)."""
+    with torch.no_grad():
+        y = forward(graph, x).reshape(len(cs), 1, -1)
+    return violation(cs, y)[:, 0]
+
+
+class Progress:
+    """Progress lines on stderr, at most one every `every` seconds."""
+
+    def __init__(self, every: float = 2.0):
+        self.every = every
+        self.last = time.monotonic()
+
+    def maybe(self, fmt: str, *args) -> None:
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            self.last = now
+            log.info(fmt, *args)

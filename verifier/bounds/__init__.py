@@ -1,0 +1,1 @@
+"""Bound propagation: interval (IBP), back-substitution (CROWN) and optimised slopes (alpha)."""

@@ -1,0 +1,60 @@
+"""alpha-CROWN: the lower relaxation slopes of every activation become parameters, one per
+(subproblem, output row, neuron), optimised with Adam to raise the final lower bound.  Every
+slope inside its valid range gives a sound bound, so the bound is sound whatever the optimiser
+does; we keep the best bound seen per row."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+import torch
+from torch import Tensor
+
+from ..budget import Deadline
+from ..ir import Graph
+from ..ops import RULES
+from .backward import crown_output
+
+
+@dataclass(frozen=True)
+class AlphaConfig:
+    iterations: int = 20
+    lr: float = 0.25
+
+
+def alpha_lower(graph: Graph, lo: Tensor, hi: Tensor, C: Tensor, d: Tensor,
+                pre: Mapping[str, tuple[Tensor, Tensor]], cfg: AlphaConfig, deadline: Deadline,
+                done: Callable[[Tensor], bool]) -> Tensor:
+    """Best lower bounds of C @ y + d found, (B, q).  Stops early once done(best) (the caller's
+    refutation test) holds or the deadline passes."""
+    q = C.shape[1]
+    params: dict[str, Tensor] = {}
+    ranges: dict[str, tuple[Tensor, Tensor]] = {}
+    for node in graph.nodes:
+        rule = RULES[node.op]
+        if rule.linear or node.name not in pre:
+            continue
+        plo, phi = pre[node.name]
+        rng = rule.lower_slope_range(node, plo, phi)
+        if rng is None:
+            continue
+        init = rule.relax(node, plo, phi)[0]
+        params[node.name] = init.unsqueeze(1).expand((-1, q) + init.shape[1:]).clone().requires_grad_(True)
+        ranges[node.name] = (rng[0].unsqueeze(1), rng[1].unsqueeze(1))
+    with torch.no_grad():
+        best = crown_output(graph, lo, hi, C, pre) + d
+    if not params:
+        return best
+    opt = torch.optim.Adam(list(params.values()), lr=cfg.lr)
+    for _ in range(cfg.iterations):
+        if deadline.expired() or done(best):
+            break
+        with torch.enable_grad():
+            slopes = {k: torch.minimum(torch.maximum(v, ranges[k][0]), ranges[k][1]) for k, v in params.items()}
+            lb = crown_output(graph, lo, hi, C, pre, slopes) + d
+            opt.zero_grad()
+            (-lb.sum()).backward()
+        opt.step()
+        with torch.no_grad():
+            best = torch.maximum(best, lb.detach())
+    return best.detach()

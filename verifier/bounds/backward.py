@@ -1,0 +1,153 @@
+"""Back-substitution of linear bounds (CROWN / DeepPoly) through the IR as a DAG.
+
+A linear objective sum(C * v) on a value v is pushed backwards node by node: affine nodes
+transpose their map exactly, activations replace themselves by a relaxation plane (the lower
+plane where the coefficient is positive, the upper one where it is negative), and at the input
+the remaining linear function is minimised over the box in closed form.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import torch
+from torch import Tensor
+
+from ..ir import Graph, Node
+from ..ops import RULES
+from .interval import Bounds, interval_bounds
+
+
+@dataclass(frozen=True)
+class Relaxation:
+    """What the backward pass needs beyond the graph: bounds on the input of every activation
+    (pre[name_of_activation_node] = (lo, hi), (B, *shape)), optional optimisable lower slopes
+    (slopes[name]: (B, q, *shape), already clamped to their valid range) and optional split
+    decisions (splits[name]: (B, *shape) in {-1, 0, +1}: inactive, free, active)."""
+
+    pre: Mapping[str, tuple[Tensor, Tensor]]
+    slopes: Mapping[str, Tensor] | None = None
+
+
+def _ancestors(graph: Graph, start: str) -> list[Node]:
+    need = {start}
+    out = []
+    for n in reversed(graph.nodes):
+        if n.name in need:
+            out.append(n)
+            need.update(n.inputs)
+    return out  # reverse topological order, start first
+
+
+def backward_lower(graph: Graph, lo: Tensor, hi: Tensor, start: str, C: Tensor,
+                   relax: Relaxation, record: dict | None = None) -> Tensor:
+    """Lower bounds of sum(C[b, j] * v[b]) over inputs in [lo, hi], v = value `start`.
+
+    lo, hi: (B, *input_shape); C: (B, q, *shape_of(start)).  Returns (B, q).
+    record: if given, receives the coefficients reaching every activation's output
+    (record[act_name]: (B, q, *shape)) and the input (record[graph.input_name]).
+    """
+    B, q = C.shape[:2]
+    A: dict[str, Tensor] = {start: C}
+    const = C.new_zeros(B, q)
+    for node in _ancestors(graph, start):
+        a = A.pop(node.name, None)
+        if a is None:
+            continue
+        rule = RULES[node.op]
+        in_shapes = [graph.shape_of(i) for i in node.inputs]
+        if rule.linear:
+            b = rule.bias(node, a, in_shapes)
+            if b is not None:
+                const = const + (a * b).flatten(2).sum(-1)
+            flat = a.reshape((B * q,) + node.shape)
+            for name, s, g in zip(node.inputs, in_shapes, rule.apply_t(node, flat, in_shapes)):
+                g = g.reshape((B, q) + tuple(s))
+                A[name] = A[name] + g if name in A else g
+        else:
+            if record is not None:
+                record[node.name] = a
+            plo, phi = relax.pre[node.name]
+            lw, lb, uw, ub = rule.relax(node, plo, phi)
+            lw, lb, uw, ub = (t.unsqueeze(1) for t in (lw, lb, uw, ub))
+            if relax.slopes is not None and node.name in relax.slopes:
+                lw, lb = rule.lower_with_slope(node, plo.unsqueeze(1), phi.unsqueeze(1), relax.slopes[node.name])
+            pos, neg = a.clamp(min=0), a.clamp(max=0)
+            const = const + (pos * lb + neg * ub).flatten(2).sum(-1)
+            g = pos * lw + neg * uw
+            name = node.inputs[0]
+            A[name] = A[name] + g if name in A else g
+    a = A.pop(graph.input_name, None)
+    if a is None:
+        return const
+    if record is not None:
+        record[graph.input_name] = a
+    pos, neg = a.clamp(min=0), a.clamp(max=0)
+    x_lo, x_hi = lo.unsqueeze(1), hi.unsqueeze(1)
+    return const + (pos * x_lo + neg * x_hi).flatten(2).sum(-1)
+
+
+def activation_inputs(graph: Graph) -> list[Node]:
+    """Activation nodes in topological order (the nodes whose input bounds CROWN needs)."""
+    return [n for n in graph.nodes if not RULES[n.op].linear]
+
+
+def _bounds_of_value(graph: Graph, lo: Tensor, hi: Tensor, value: str, prior: tuple[Tensor, Tensor],
+                     relax: Relaxation, budget_elems: int) -> tuple[Tensor, Tensor]:
+    """CROWN bounds of every element of `value` whose prior interval is unstable (straddles 0);
+    stable elements keep their prior bounds."""
+    plo, phi = prior
+    B = plo.shape[0]
+    flat_lo, flat_hi = plo.reshape(B, -1), phi.reshape(B, -1)
+    unstable = ((flat_lo < 0) & (flat_hi > 0)).any(0).nonzero().flatten()
+    if unstable.numel() == 0:
+        return plo, phi
+    n = flat_lo.shape[1]
+    per_row = max(1, graph.input_size + max(nd.size for nd in graph.nodes))
+    chunk = max(1, budget_elems // (2 * B * per_row))
+    new_lo, new_hi = flat_lo.clone(), flat_hi.clone()
+    for start in range(0, unstable.numel(), chunk):
+        idx = unstable[start:start + chunk]
+        k = idx.numel()
+        C = torch.zeros(B, 2 * k, n, dtype=plo.dtype, device=plo.device)
+        rows = torch.arange(k, device=plo.device)
+        C[:, rows, idx] = 1.0
+        C[:, k + rows, idx] = -1.0
+        lb = backward_lower(graph, lo, hi, value, C.reshape((B, 2 * k) + plo.shape[1:]), relax)
+        new_lo[:, idx] = torch.maximum(new_lo[:, idx], lb[:, :k])
+        new_hi[:, idx] = torch.minimum(new_hi[:, idx], -lb[:, k:])
+    return new_lo.reshape(plo.shape), new_hi.reshape(phi.shape)
+
+
+def crown_intermediate(graph: Graph, lo: Tensor, hi: Tensor, ibp: Bounds | None = None,
+                       fixed: Mapping[str, tuple[Tensor, Tensor]] | None = None,
+                       budget_elems: int = 40_000_000) -> dict[str, tuple[Tensor, Tensor]]:
+    """Bounds on the input of every activation, by back-substitution layer after layer.
+
+    Returns pre[act_name] = (lo, hi) of the activation's input, (B, *shape).  fixed: bounds to
+    intersect with (e.g. split decisions clamping a neuron's input to >= 0 or <= 0), keyed by
+    activation name; they are applied before later layers use them.
+    """
+    ibp = interval_bounds(graph, lo, hi) if ibp is None else ibp
+    pre: dict[str, tuple[Tensor, Tensor]] = {}
+    known: dict[str, tuple[Tensor, Tensor]] = {}
+    for act in activation_inputs(graph):
+        if known:  # re-run the cheap interval pass so that later priors use the tighter bounds
+            ibp = interval_bounds(graph, lo, hi, known)
+        prior = ibp[act.inputs[0]]
+        if fixed is not None and act.name in fixed:
+            prior = (torch.maximum(prior[0], fixed[act.name][0]), torch.minimum(prior[1], fixed[act.name][1]))
+        plo, phi = _bounds_of_value(graph, lo, hi, act.inputs[0], prior, Relaxation(pre), budget_elems)
+        if fixed is not None and act.name in fixed:
+            plo, phi = torch.maximum(plo, fixed[act.name][0]), torch.minimum(phi, fixed[act.name][1])
+        pre[act.name] = (plo, phi)
+        known[act.inputs[0]] = (plo, phi)
+    return pre
+
+
+def crown_output(graph: Graph, lo: Tensor, hi: Tensor, C: Tensor, pre: Mapping[str, tuple[Tensor, Tensor]],
+                 slopes: Mapping[str, Tensor] | None = None, record: dict | None = None) -> Tensor:
+    """Lower bounds of C @ y (C: (B, q, n_out)) given activation input bounds pre.  (B, q)."""
+    B, q = C.shape[:2]
+    C = C.reshape((B, q) + graph.output_shape)
+    return backward_lower(graph, lo, hi, graph.output_name, C, Relaxation(pre, slopes), record)

@@ -1,0 +1,26 @@
+"""What the solver supports, answered without importing torch (start-up time matters:
+`supports` and `--version` are called once per query by tools that drive solvers)."""
+from __future__ import annotations
+
+ONNX_OPERATORS = (
+    "Add", "AveragePool", "BatchNormalization", "Cast", "Concat", "Constant", "Conv", "Div", "Dropout",
+    "Flatten", "Gather", "Gemm", "GlobalAveragePool", "Identity", "MatMul", "MaxPool", "Mul", "Neg", "Pad",
+    "Relu", "Reshape", "Shape", "Sigmoid", "Slice", "Squeeze", "Sub", "Tanh", "Transpose", "Unsqueeze",
+)
+
+CAPABILITIES: dict[str, tuple[str, ...]] = {
+    "--onnx-opset-versions": ("7", "21"),
+    "--onnx-element-types": ("float32", "float64"),
+    "--onnx-operators": ONNX_OPERATORS,
+    "--vnnlib-versions": ("1.0", "2.0"),
+    "--hidden-node-theories": ("NH",),
+    "--multiple-input-output-theories": ("SIO",),
+    "--multiple-network-theories": ("SNET",),
+    "--multiple-node-comparison-theories": ("SNC",),
+    "--arithmetic-complexity-theories": ("BND", "OUTC", "LIN"),
+    "--optimised-disjunctive-reasoning": ("false",),
+    "--serialise-assignments": ("true",),
+}
+
+# VNN-LIB element types the solver accepts in declarations, and the ONNX element type each needs
+ELEMENT_TYPES = {"float32": 1, "float64": 11, "real": None}

@@ -1,0 +1,263 @@
+"""Command line: the VNN-LIB 2.0 standard interface plus `bench` and `vnncomp`.
+
+    verifier --name | --version
+    verifier verify QUERY --network NAME=MODEL.onnx [--timeout S] [--serialise-assignments DIR]
+    verifier supports CAPABILITY
+    verifier vnncomp MODEL.onnx QUERY.vnnlib RESULT_FILE TIMEOUT      (used by run_instance.sh)
+    verifier bench BENCH_DIR... [options]                            (see docs/bench.md)
+
+Heavy libraries (torch, onnx, onnxruntime) are imported only by the commands that need them.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+
+from . import NAME, __version__
+from .budget import Deadline
+from .capabilities import CAPABILITIES, ELEMENT_TYPES
+from .verdict import Dialect, Verdict, spell
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERNAL = 1
+
+
+class UsageError(Exception):
+    pass
+
+
+def _fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
+    print(f"verifier: error: {message}", file=sys.stderr)
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="verifier", description="Formal verification of neural networks "
+                                "(ONNX) against VNN-LIB properties.")
+    p.add_argument("--name", action="store_true", help="print the solver's name")
+    p.add_argument("--version", action="store_true", help="print the solver's version")
+    sub = p.add_subparsers(dest="command")
+    v = sub.add_parser("verify", help="decide a VNN-LIB query")
+    v.add_argument("query")
+    v.add_argument("--network", action="append", default=[], metavar="NAME=MODEL.onnx")
+    v.add_argument("--timeout", type=float, default=None, help="seconds (default: none)")
+    v.add_argument("--serialise-assignments", metavar="DIR", default=None)
+    _engine_options(v)
+    s = sub.add_parser("supports", help="report a capability")
+    s.add_argument("capability")
+    c = sub.add_parser("vnncomp", help="run one VNN-COMP instance and write its result file")
+    c.add_argument("onnx")
+    c.add_argument("vnnlib")
+    c.add_argument("result_file")
+    c.add_argument("timeout", type=float)
+    _engine_options(c)
+    sub.add_parser("bench", help="run benchmark instances (see `verifier bench --help`)", add_help=False)
+    return p
+
+
+def _engine_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--no-bab", action="store_true", help="stop after the incomplete stages")
+    p.add_argument("--no-alpha", action="store_true", help="skip alpha-CROWN")
+    p.add_argument("--no-crown", action="store_true", help="interval bounds only (with the attack)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+
+
+def _config(args, timeout: float):
+    from .config import BabConfig, VerifyConfig
+
+    return VerifyConfig(timeout_s=timeout, device=args.device, crown=not args.no_crown,
+                        alpha=not (args.no_alpha or args.no_crown), bab=BabConfig(enabled=not args.no_bab),
+                        seed=args.seed)
+
+
+def _setup_logging(quiet: bool) -> None:
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING if quiet else logging.INFO,
+                        format="verifier: %(message)s")
+
+
+# --------------------------------------------------------------------------- verify
+def _networks(args_networks: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in args_networks:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise UsageError(f"--network expects NAME=MODEL.onnx, got {item!r}")
+        if name in out:
+            raise UsageError(f"--network {name} given twice")
+        out[name] = path
+    return out
+
+
+def _model_path(prop, networks: dict[str, str]) -> str:
+    if prop.version == "1.0":
+        if len(networks) != 1:
+            raise UsageError(f"a VNN-LIB 1.0 query needs exactly one --network, got {len(networks)}")
+        return next(iter(networks.values()))
+    if set(networks) != {prop.network}:
+        raise UsageError(f"the query declares network {prop.network!r} but --network gave "
+                         f"{', '.join(sorted(networks)) or 'none'}")
+    return networks[prop.network]
+
+
+def _check_types(prop, model_path: str) -> None:
+    """Declared element types must be supported and match the model's (except `real`)."""
+    if prop.version == "1.0":
+        return
+    import onnx
+
+    from .onnx_import import ModelError, load_model
+
+    try:
+        model = load_model(model_path)
+    except ModelError as e:
+        raise UsageError(str(e)) from None
+    inits = {i.name for i in model.graph.initializer}
+    ins = [i.type.tensor_type.elem_type for i in model.graph.input if i.name not in inits]
+    outs = [o.type.tensor_type.elem_type for o in model.graph.output]
+    for var, elem in list(zip(prop.inputs, ins)) + list(zip(prop.outputs, outs)):
+        t = var.dtype.lower()
+        if t not in ELEMENT_TYPES:
+            raise UsageError(f"element type {var.dtype} of {var.name} is not supported")
+        want = ELEMENT_TYPES[t]
+        if want is not None and want != elem:
+            raise UsageError(f"{var.name} is declared {var.dtype} but the model's tensor is "
+                             f"{onnx.helper.tensor_dtype_to_np_dtype(elem)}")
+
+
+def _assignment_blocks(prop, result, model_path: str):
+    """[(name, type, shape, flat values)] for every declared variable, inputs then outputs."""
+    if prop.version == "1.0":
+        from .onnx_import import load_model
+
+        m = load_model(model_path)
+        inits = {i.name for i in m.graph.initializer}
+        inp = [i for i in m.graph.input if i.name not in inits][0]
+        out = m.graph.output[0]
+        shape = lambda vi: [d.dim_value if d.dim_value > 0 else 1 for d in vi.type.tensor_type.shape.dim]
+        tname = lambda vi: "float64" if vi.type.tensor_type.elem_type == 11 else "float32"
+        return [("X", tname(inp), shape(inp), result.x), ("Y", tname(out), shape(out), result.y)]
+    return [(prop.inputs[0].name, prop.inputs[0].dtype, list(prop.inputs[0].shape), result.x),
+            (prop.outputs[0].name, prop.outputs[0].dtype, list(prop.outputs[0].shape), result.y)]
+
+
+def _print_assignment(blocks) -> None:
+    lines = []
+    for name, dtype, shape, values in blocks:
+        lines.append(f"{name} {dtype} [{','.join(str(d) for d in shape)}]")
+        lines.extend(repr(float(v)) for v in values)
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
+def _serialise(blocks, directory: str) -> None:
+    import numpy as np
+    from onnx import numpy_helper
+
+    os.makedirs(directory, exist_ok=True)
+    for name, dtype, shape, values in blocks:
+        np_type = np.float64 if dtype.lower() in ("float64", "real") else np.float32
+        arr = np.asarray(values, dtype=np_type).reshape(shape if shape else ())
+        with open(os.path.join(directory, f"{name}.pb"), "wb") as f:
+            f.write(numpy_helper.from_array(arr, name).SerializeToString())
+
+
+def cmd_verify(args, started: float) -> int:
+    _setup_logging(args.quiet)
+    timeout = args.timeout if args.timeout is not None else 1e9
+    deadline = Deadline(timeout, start=started)
+    from .api import InputError, load_property, verify
+
+    try:
+        networks = _networks(args.network)
+        prop = load_property(args.query)
+        model_path = _model_path(prop, networks)
+        _check_types(prop, model_path)
+        result = verify(model_path, args.query, timeout=timeout, config=_config(args, timeout),
+                        prop=prop, deadline=deadline)
+    except (UsageError, InputError) as e:
+        return _fail(str(e))
+    print(spell(result.verdict, Dialect.STANDARD))
+    if result.verdict is Verdict.SAT:
+        blocks = _assignment_blocks(prop, result, model_path)
+        if args.serialise_assignments:
+            _serialise(blocks, args.serialise_assignments)
+        else:
+            _print_assignment(blocks)
+    sys.stdout.flush()
+    logging.getLogger("verifier").info("%s in %.2f s", result.verdict.value, time.monotonic() - started)
+    return 0
+
+
+# --------------------------------------------------------------------------- vnncomp
+def _write_atomic(path: str, text: str) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def cmd_vnncomp(args, started: float) -> int:
+    _setup_logging(args.quiet)
+    _write_atomic(args.result_file, "timeout\n")  # pre-seeded: a killed run still reads as timeout
+    deadline = Deadline(args.timeout, start=started)
+    from .api import InputError, verify
+
+    try:
+        result = verify(args.onnx, args.vnnlib, timeout=args.timeout, config=_config(args, args.timeout),
+                        deadline=deadline)
+    except InputError as e:
+        _write_atomic(args.result_file, "error\n")
+        return _fail(str(e))
+    text = spell(result.verdict, Dialect.VNNCOMP) + "\n"
+    if result.verdict is Verdict.SAT:
+        xs = [f"(X_{i} {float(v)!r})" for i, v in enumerate(result.x)]
+        ys = [f"(Y_{i} {float(v)!r})" for i, v in enumerate(result.y)]
+        text += "(" + "\n".join(xs + ys) + ")\n"
+    _write_atomic(args.result_file, text)
+    print(text.splitlines()[0])
+    return 0
+
+
+# --------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    started = time.monotonic()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "bench":
+        from .bench.command import main as bench_main
+
+        return bench_main(argv[1:])
+    if argv and argv[0] == "supports":  # capabilities look like options: no argparse here
+        if len(argv) != 2:
+            return _fail("usage: verifier supports CAPABILITY")
+        answer = CAPABILITIES.get(argv[1])
+        if answer is None:
+            return _fail(f"unknown capability {argv[1]!r} (known: {', '.join(CAPABILITIES)})")
+        print("\n".join(answer))
+        return 0
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as e:  # argparse already printed its one-line usage error
+        return EXIT_BAD_INPUT if e.code else 0
+    if args.name:
+        print(NAME)
+        return 0
+    if args.version:
+        print(__version__)
+        return 0
+    try:
+        if args.command == "verify":
+            return cmd_verify(args, started)
+        if args.command == "vnncomp":
+            return cmd_vnncomp(args, started)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    except Exception as e:  # a bug: one line, never a traceback; `unknown` keeps harnesses safe
+        if args.command == "verify":
+            print("unknown")
+        return _fail(f"internal error: {type(e).__name__}: {e}", EXIT_INTERNAL)
+    _parser().print_help(sys.stderr)
+    return EXIT_BAD_INPUT

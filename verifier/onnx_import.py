@@ -1,0 +1,226 @@
+"""ONNX model -> graph IR: load, check, infer shapes, fold constants, convert op by op.
+
+Every ONNX op is converted by the function registered for it in verifier.ops; anything the
+registry lacks is reported, all at once and by name, before any other work starts.
+"""
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from onnx import numpy_helper
+
+from .ir import Graph, Node
+from .ops import CONVERTERS, RULES
+
+
+class ModelError(Exception):
+    """The model cannot be read or contains something the verifier does not support."""
+
+
+def load_model(path: str | Path) -> onnx.ModelProto:
+    path = Path(path)
+    try:
+        data = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
+        model = onnx.load_from_string(data)
+    except FileNotFoundError:
+        raise ModelError(f"{path}: no such file") from None
+    except Exception as e:  # onnx raises several unrelated types for corrupt files
+        raise ModelError(f"{path}: not a readable ONNX model ({type(e).__name__})") from None
+    try:
+        onnx.checker.check_model(model)
+    except Exception as e:
+        raise ModelError(f"{path}: invalid ONNX model: {str(e).splitlines()[0]}") from None
+    return model
+
+
+def model_bytes(path: str | Path) -> bytes:
+    path = Path(path)
+    return gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
+
+
+def _attrs(node: onnx.NodeProto) -> dict:
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+class ImportContext:
+    """State of one conversion: maps ONNX value names to IR values or constants."""
+
+    def __init__(self, offset: int):
+        self.offset = offset  # 0: the ONNX tensors have a leading batch axis; 1: they have none
+        self.values: dict[str, str] = {}
+        self.consts: dict[str, np.ndarray] = {}
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.nodes: list[Node] = []
+        self._fresh = 0
+
+    # --- reading
+    def is_const(self, name: str) -> bool:
+        return name in self.consts
+
+    def const(self, name: str) -> np.ndarray:
+        if name not in self.consts:
+            raise ModelError(f"value {name!r} must be a constant here")
+        return self.consts[name]
+
+    padded_const = const
+
+    def var(self, name: str) -> str:
+        if name not in self.values:
+            raise ModelError(f"value {name!r} is not computed from the network input")
+        return self.values[name]
+
+    def attrs(self, node) -> dict:
+        return _attrs(node)
+
+    def shape(self, ir_name: str) -> tuple[int, ...]:
+        return self.shapes[ir_name]
+
+    def onnx_shape(self, ir_name: str) -> tuple[int, ...]:
+        return ((1,) if self.offset == 0 else ()) + self.shapes[ir_name]
+
+    def ir_shape(self, onnx_shape, node) -> tuple[int, ...]:
+        onnx_shape = tuple(int(d) for d in onnx_shape)
+        if self.offset == 1:
+            return onnx_shape
+        if not onnx_shape or onnx_shape[0] != 1:
+            raise self.unsupported(node, f"an output shape {list(onnx_shape)} that does not keep the batch axis")
+        return onnx_shape[1:]
+
+    def torch_pads(self, begin, end) -> tuple[int, ...]:
+        out: list[int] = []
+        for b, e in zip(reversed(list(begin)), reversed(list(end))):
+            out += [int(b), int(e)]
+        return tuple(out)
+
+    def tensor(self, a) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(a, dtype=np.float64))
+
+    def unsupported(self, node, what: str) -> ModelError:
+        return ModelError(f"unsupported: {what} (node {node.name or node.output[0]!r}, op {node.op_type})")
+
+    # --- writing
+    def emit(self, op: str, inputs: list[str], params: dict, out: str | None = None,
+             shape: tuple[int, ...] | None = None) -> str:
+        self._fresh += 1
+        name = f"{op.lower()}_{self._fresh}" if out is None else f"{out}"
+        if name in self.shapes:
+            name = f"{name}__{self._fresh}"
+        if shape is None:
+            xs = [torch.zeros((1,) + self.shapes[i], dtype=torch.float64) for i in inputs]
+            shape = tuple(RULES[op].evaluate(Node(name, op, tuple(inputs), params, ()), *xs).shape[1:])
+        self.nodes.append(Node(name, op, tuple(inputs), params, tuple(shape)))
+        self.shapes[name] = tuple(shape)
+        if out is not None:
+            self.values[out] = name
+        return name
+
+    def alias(self, onnx_out: str, onnx_in: str) -> None:
+        if onnx_in in self.consts:
+            self.consts[onnx_out] = self.consts[onnx_in]
+        else:
+            self.values[onnx_out] = self.var(onnx_in)
+
+    def bind(self, onnx_out: str, ir_name: str) -> None:
+        self.values[onnx_out] = ir_name
+
+
+def _fold_constant(node: onnx.NodeProto, ctx: ImportContext, opset: int) -> None:
+    """Evaluate a node whose inputs are all constants with ONNX's reference evaluator."""
+    from onnx.reference import ReferenceEvaluator
+
+    if node.op_type == "Constant":
+        a = _attrs(node)
+        for key in ("value", "value_float", "value_floats", "value_int", "value_ints"):
+            if key in a:
+                v = a[key]
+                ctx.consts[node.output[0]] = numpy_helper.to_array(v) if key == "value" else np.asarray(v)
+                return
+        raise ctx.unsupported(node, "Constant of this kind")
+    inputs = [onnx.helper.make_tensor_value_info(n, onnx.TensorProto.UNDEFINED, None) for n in node.input if n]
+    outputs = [onnx.helper.make_tensor_value_info(n, onnx.TensorProto.UNDEFINED, None) for n in node.output if n]
+    g = onnx.helper.make_graph([node], "fold", inputs, outputs)
+    m = onnx.helper.make_model(g, opset_imports=[onnx.helper.make_opsetid("", opset)])
+    feeds = {n: ctx.consts[n] for n in node.input if n}
+    results = ReferenceEvaluator(m).run(None, feeds)
+    for name, value in zip([n for n in node.output if n], results):
+        ctx.consts[name] = np.asarray(value)
+
+
+def _static_shape(vi) -> list:
+    return [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
+
+
+def _input_layout(model: onnx.ModelProto) -> tuple[str, tuple[int, ...], tuple[int, ...], int]:
+    inits = {i.name for i in model.graph.initializer}
+    ins = [i for i in model.graph.input if i.name not in inits]
+    if len(ins) != 1:
+        raise ModelError(f"unsupported: {len(ins)} network inputs (exactly one is supported)")
+    dims = _static_shape(ins[0])
+    if len(dims) >= 2 and (dims[0] in (None, 0, 1)):
+        rest = dims[1:]
+        offset = 0
+    else:
+        rest = dims
+        offset = 1
+    if any(d in (None, 0) for d in rest):
+        raise ModelError(f"unsupported: input {ins[0].name!r} has a dynamic shape {dims}")
+    onnx_shape = ((1,) if offset == 0 else ()) + tuple(rest)
+    return ins[0].name, tuple(rest), onnx_shape, offset
+
+
+def check_supported(model: onnx.ModelProto) -> None:
+    missing: dict[str, list[str]] = {}
+    for n in model.graph.node:
+        if n.op_type not in CONVERTERS and n.op_type != "Constant":
+            missing.setdefault(n.op_type, []).append(n.name or n.output[0])
+    if missing:
+        parts = [f"{op} (node {', '.join(repr(x) for x in names[:3])}{', ...' if len(names) > 3 else ''})"
+                 for op, names in sorted(missing.items())]
+        raise ModelError("unsupported operators: " + "; ".join(parts))
+
+
+def to_graph(model: onnx.ModelProto) -> Graph:
+    """Convert a checked model to the IR (float64 parameters on the CPU)."""
+    check_supported(model)
+    if len(model.graph.output) != 1:
+        raise ModelError(f"unsupported: {len(model.graph.output)} network outputs (exactly one is supported)")
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+    if not 7 <= opset <= 22:
+        raise ModelError(f"unsupported: opset {opset}")
+    name, shape, onnx_shape, offset = _input_layout(model)
+    ctx = ImportContext(offset)
+    ctx.values[name] = name
+    ctx.shapes[name] = shape
+    for init in model.graph.initializer:
+        ctx.consts[init.name] = numpy_helper.to_array(init)
+    for node in model.graph.node:
+        if node.op_type == "Shape" and node.input[0] in ctx.values:
+            ctx.consts[node.output[0]] = np.asarray(ctx.onnx_shape(ctx.var(node.input[0])), dtype=np.int64)
+        elif all((not i) or ctx.is_const(i) for i in node.input):
+            _fold_constant(node, ctx, opset)
+        else:
+            CONVERTERS[node.op_type](ctx, node)
+    out = model.graph.output[0].name
+    if out not in ctx.values:
+        raise ModelError("unsupported: the network output does not depend on its input")
+    out_ir = ctx.var(out)
+    return Graph(name, shape, tuple(_live_nodes(ctx.nodes, out_ir)), out_ir, onnx_shape,
+                 ctx.onnx_shape(out_ir) if out_ir != name else onnx_shape)
+
+
+def _live_nodes(nodes: list[Node], out: str) -> list[Node]:
+    needed = {out}
+    keep = []
+    for n in reversed(nodes):
+        if n.name in needed:
+            keep.append(n)
+            needed.update(n.inputs)
+    return keep[::-1]
+
+
+def load_graph(path: str | Path) -> Graph:
+    return to_graph(load_model(path))

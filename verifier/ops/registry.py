@@ -1,0 +1,104 @@
+"""The two registries that hold all operator knowledge.
+
+RULES maps an internal op name to one object holding every rule of that op (concrete
+evaluation, interval bounds, linear maps or relaxations).  CONVERTERS maps an ONNX op type to
+the function that turns an ONNX node into internal nodes.  Propagators (interval, backward,
+alpha, attack) only ever call methods on RULES entries; they never test op names.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from ..ir import Node
+
+RULES: dict[str, "OpRule"] = {}
+CONVERTERS: dict[str, Callable] = {}
+
+
+def rule(*ops: str):
+    """Class decorator registering one instance of the class under each internal op name."""
+    def add(cls):
+        for op in ops:
+            assert op not in RULES, f"duplicate rule for {op}"
+            RULES[op] = cls()
+        return cls
+    return add
+
+
+def converts(*onnx_types: str):
+    """Function decorator registering an ONNX importer for each ONNX op type."""
+    def add(fn):
+        for t in onnx_types:
+            assert t not in CONVERTERS, f"duplicate converter for {t}"
+            CONVERTERS[t] = fn
+        return fn
+    return add
+
+
+class OpRule:
+    """Base of every op's rules.  xs / A tensors carry a leading batch dimension."""
+
+    linear = False
+
+    def evaluate(self, node: Node, *xs: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
+class LinearRule(OpRule):
+    """An op affine in its variable inputs: f(x) = L(x) + bias.
+
+    Subclasses implement evaluate and apply_abs; apply_t defaults to the vector-Jacobian product
+    of the linear part, which is exact because the Jacobian does not depend on the point.
+    """
+
+    linear = True
+
+    def bias(self, node: Node, like: Tensor, in_shapes: list[tuple[int, ...]]) -> Tensor | None:
+        """f(0) as a tensor of the output shape (no batch dim), or None when it is zero.
+        like: a tensor giving dtype and device."""
+        zeros = [torch.zeros((1,) + tuple(s), dtype=like.dtype, device=like.device) for s in in_shapes]
+        return self.evaluate(node, *zeros)[0]
+
+    def apply(self, node: Node, *xs: Tensor) -> Tensor:
+        """The linear part L(x)."""
+        y = self.evaluate(node, *xs)
+        b = self.bias(node, xs[0], [tuple(x.shape[1:]) for x in xs])
+        return y if b is None else y - b
+
+    def apply_abs(self, node: Node, *rads: Tensor) -> Tensor:
+        """|L| applied to non-negative tensors (radii): an upper bound of |L(d)| for |d| <= r."""
+        raise NotImplementedError
+
+    def apply_t(self, node: Node, A: Tensor, in_shapes: list[tuple[int, ...]]) -> list[Tensor]:
+        """Transpose map: A (N, *out_shape) -> for each input, (N, *in_shape) with
+        sum(A * L(x)) == sum over inputs of sum(A_i * x_i)."""
+        n = A.shape[0]
+        zeros = [torch.zeros((n,) + tuple(s), dtype=A.dtype, device=A.device) for s in in_shapes]
+        _, vjp = torch.func.vjp(lambda *xs: self.apply(node, *xs), *zeros)
+        return list(vjp(A))
+
+
+class ActivationRule(OpRule):
+    """An elementwise nonlinearity with sound interval and linear relaxation rules."""
+
+    def interval(self, node: Node, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def relax(self, node: Node, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Planes (lw, lb, uw, ub), elementwise: lw*x+lb <= f(x) <= uw*x+ub for x in [lo, hi]."""
+        raise NotImplementedError
+
+    def lower_slope_range(self, node: Node, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor] | None:
+        """Valid range of an optimisable lower slope (alpha-CROWN), or None if not optimisable."""
+        return None
+
+    def lower_with_slope(self, node: Node, lo: Tensor, hi: Tensor, slope: Tensor) -> tuple[Tensor, Tensor]:
+        """The lower plane for a given (clamped) slope: (lw, lb)."""
+        raise NotImplementedError
+
+
+def unsupported_ops(onnx_types) -> list[str]:
+    return sorted({t for t in onnx_types if t not in CONVERTERS})

@@ -1,0 +1,133 @@
+"""The decision, as a story: attack -> IBP -> CROWN -> alpha-CROWN -> branch and bound.
+
+Each stage sees only the cases still open and may end the query: a confirmed counterexample
+ends it with sat, and the query is unsat once every case is refuted.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from vnnlib.property import Property
+
+from .attack import attack
+from .budget import Deadline, OutOfTime
+from .config import VerifyConfig
+from .confirm import ReferenceModel, confirm_sat
+from .incomplete import alpha_crown_lower, crown_lower, ibp_lower
+from .ir import Graph
+from .spec import Cases, bound_tolerance, build_cases, refuted
+from .verdict import Result, Verdict
+
+log = logging.getLogger("verifier")
+
+MAX_CONFIRM = 32  # candidates re-run through onnxruntime per attack round
+
+
+@dataclass
+class Query:
+    graph: Graph
+    prop: Property
+    ref: ReferenceModel | None
+    cfg: VerifyConfig
+    deadline: Deadline
+    device: torch.device
+    dtype: torch.dtype
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def tol(self) -> float:
+        return bound_tolerance(self.dtype)
+
+
+def choose_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available")
+    return torch.device(name)
+
+
+def numeric_setup(device: torch.device) -> torch.dtype:
+    """TF32 would add ~1e-3 relative error to every matmul on Ampere and later GPUs: off.
+    On the CPU float64 costs little for these sizes and removes most rounding worries."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    return torch.float32 if device.type == "cuda" else torch.float64
+
+
+def try_confirm(q: Query, cases: Cases, xs: torch.Tensor, vs: torch.Tensor) -> Result | None:
+    """Run the most promising candidates through onnxruntime; the first confirmed one wins."""
+    if q.ref is None:
+        return None
+    order = torch.argsort(vs)[:MAX_CONFIRM]
+    for i in order.tolist():
+        if not bool(vs[i] <= 1e-6 * (1 + abs(float(vs[i])))):
+            break
+        case = q.prop.cases[int(cases.case[i])]
+        hit = confirm_sat(q.ref, case, xs[i].reshape(-1).cpu().numpy())
+        if hit is not None:
+            return Result(Verdict.SAT, x=hit.x, y=hit.y)
+    return None
+
+
+def stage_attack(q: Query, cases: Cases) -> Result | None:
+    xs, vs = attack(q.graph, cases, q.deadline, q.cfg.attack,
+                    torch.Generator(device=cases.lo.device).manual_seed(q.cfg.seed))
+    q.stats["attack_best"] = float(vs.min()) if len(vs) else None
+    return try_confirm(q, cases, xs, vs)
+
+
+def stage_bounds(q: Query, cases: Cases) -> np.ndarray:
+    """Indices of the cases that IBP, CROWN and alpha-CROWN leave open."""
+    open_idx = np.arange(len(cases))
+    with torch.no_grad():
+        done = refuted(cases, ibp_lower(q.graph, cases), q.tol).cpu().numpy()
+    open_idx = open_idx[~done]
+    q.stats["open_after_ibp"] = int(open_idx.size)
+    log.info("IBP: %d of %d cases open", open_idx.size, len(cases))
+    if open_idx.size == 0 or not q.cfg.crown:
+        return open_idx
+    q.deadline.check()
+    sub = cases.select(open_idx)
+    lb, pre = crown_lower(q.graph, sub)
+    done = refuted(sub, lb, q.tol).cpu().numpy()
+    q.stats["open_after_crown"] = int((~done).sum())
+    log.info("CROWN: %d of %d cases open", (~done).sum(), len(cases))
+    if done.all() or not q.cfg.alpha:
+        return open_idx[~done]
+    q.deadline.check()
+    keep = np.nonzero(~done)[0]
+    sub = sub.select(keep)
+    pre = {k: (v[0][keep], v[1][keep]) for k, v in pre.items()}
+    lb = alpha_crown_lower(q.graph, sub, pre, q.cfg.alpha_cfg, q.deadline, q.tol)
+    done2 = refuted(sub, lb, q.tol).cpu().numpy()
+    q.stats["open_after_alpha"] = int((~done2).sum())
+    log.info("alpha-CROWN: %d of %d cases open", (~done2).sum(), len(cases))
+    return open_idx[keep[~done2]]
+
+
+def decide(q: Query) -> Result:
+    """The verdict for a loaded query; never raises OutOfTime."""
+    try:
+        cases = build_cases(q.prop, q.graph.input_shape, q.graph.output_size, q.dtype, q.device)
+        if len(cases) == 0:
+            return Result(Verdict.UNSAT, reason="the property has no input region")
+        found = stage_attack(q, cases)
+        if found is not None:
+            return found
+        q.deadline.check()
+        open_idx = stage_bounds(q, cases)
+        if open_idx.size == 0:
+            return Result(Verdict.UNSAT)
+        q.deadline.check()
+        if q.cfg.bab.enabled:
+            from .bab.driver import branch_and_bound
+
+            return branch_and_bound(q, cases.select(open_idx))
+        return Result(Verdict.UNKNOWN)
+    except OutOfTime:
+        return Result(Verdict.TIMEOUT)

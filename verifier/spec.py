@@ -1,0 +1,109 @@
+"""The property in tensor form, one row of the batch per property case.
+
+A case is an input box plus a disjunction of conjuncts over the outputs; each conjunct is a set
+of linear rows c.y + d <= 0 (< 0 where strict).  All rows of a case are stacked (Q of them) and
+member[k, j, r] says that row r belongs to conjunct j.  A case is *refuted* when every conjunct
+has a row whose sound lower bound over the box is > 0: no output there can meet all of that
+conjunct's rows.  The query is unsat iff every case is refuted, sat iff some input of some case
+meets every row of some conjunct.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from vnnlib.property import Property
+
+
+class SpecError(Exception):
+    """The property does not fit the network."""
+
+
+@dataclass(frozen=True)
+class Cases:
+    """lo, hi: (K, *input_shape); C: (K, Q, n_out); d: (K, Q); member: (K, J, Q) bool;
+    valid: (K, J) bool (conjunct j exists in case k); case: (K,) index into Property.cases."""
+
+    lo: Tensor
+    hi: Tensor
+    C: Tensor
+    d: Tensor
+    member: Tensor
+    valid: Tensor
+    case: np.ndarray
+
+    def __len__(self) -> int:
+        return self.lo.shape[0]
+
+    def select(self, idx) -> "Cases":
+        i = torch.as_tensor(np.asarray(idx, dtype=np.int64), device=self.lo.device)
+        return Cases(self.lo[i], self.hi[i], self.C[i], self.d[i], self.member[i], self.valid[i],
+                     self.case[np.asarray(idx, dtype=np.int64)])
+
+    def with_box(self, lo: Tensor, hi: Tensor, parent: Tensor) -> "Cases":
+        """The same rows over new boxes; parent[i] is the case whose rows box i inherits."""
+        return Cases(lo, hi, self.C[parent], self.d[parent], self.member[parent], self.valid[parent],
+                     self.case[parent.cpu().numpy()])
+
+
+def build_cases(prop: Property, input_shape: tuple[int, ...], n_out: int,
+                dtype: torch.dtype, device: torch.device) -> Cases:
+    n_in = int(np.prod(input_shape, dtype=np.int64))
+    for case in prop.cases:
+        if case.lo.shape[0] != n_in:
+            raise SpecError(f"the property constrains {case.lo.shape[0]} input elements "
+                            f"but the network input has {n_in}")
+        for c in case.region:
+            if c.C.shape[1] != n_out:
+                raise SpecError(f"the property reads {c.C.shape[1]} output elements but the network has {n_out}")
+    K = len(prop.cases)
+    J = max([len(c.region) for c in prop.cases], default=1) or 1
+    Q = max([sum(x.C.shape[0] for x in c.region) for c in prop.cases], default=1) or 1
+    C = np.zeros((K, Q, n_out))
+    d = np.zeros((K, Q))
+    member = np.zeros((K, J, Q), dtype=bool)
+    valid = np.zeros((K, J), dtype=bool)
+    lo, hi = np.empty((K, n_in)), np.empty((K, n_in))
+    for k, case in enumerate(prop.cases):
+        lo[k], hi[k] = case.lo, case.hi
+        r = 0
+        for j, conj in enumerate(case.region):
+            m = conj.C.shape[0]
+            C[k, r:r + m], d[k, r:r + m] = conj.C, conj.d
+            member[k, j, r:r + m] = True
+            valid[k, j] = True
+            r += m
+    t = lambda a: torch.as_tensor(a, dtype=dtype, device=device)
+    shape = (K,) + tuple(input_shape)
+    return Cases(t(lo).reshape(shape), t(hi).reshape(shape), t(C), t(d),
+                 torch.as_tensor(member, device=device), torch.as_tensor(valid, device=device),
+                 np.arange(K, dtype=np.int64))
+
+
+def violation(cs: Cases, y: Tensor) -> Tensor:
+    """How far outputs are from the violating region: y (K, R, n_out) -> (K, R); <= 0 means
+    some conjunct's rows all hold (< 0 is needed for strict rows; confirm_sat checks exactly)."""
+    rows = torch.einsum("kqn,krn->krq", cs.C, y) + cs.d.unsqueeze(1)          # (K, R, Q)
+    per_conj = torch.where(cs.member.unsqueeze(1), rows.unsqueeze(2), -torch.inf).amax(-1)  # (K, R, J)
+    return torch.where(cs.valid.unsqueeze(1), per_conj, torch.inf).amin(-1)
+
+
+def conjuncts_refuted(cs: Cases, lb: Tensor, tol: float) -> Tensor:
+    """lb: (K, Q) sound lower bounds of the rows -> (K, J): conjunct j of case k is refuted.
+    Only a finite bound above tol proves anything (+inf and NaN never do)."""
+    ok = torch.isfinite(lb) & (lb > tol)
+    return (cs.member & ok.unsqueeze(1)).any(-1)
+
+
+def refuted(cs: Cases, lb: Tensor, tol: float) -> Tensor:
+    """(K,) every existing conjunct of the case is refuted."""
+    return (conjuncts_refuted(cs, lb, tol) | ~cs.valid).all(-1)
+
+
+def bound_tolerance(dtype: torch.dtype) -> float:
+    """Margin an unsat proof must clear: float64 bound arithmetic drifts ~1e-12 on these nets,
+    float32 ~1e-5 relative over tens of layers; both stay well below these margins."""
+    return 1e-9 if dtype == torch.float64 else 1e-4
