@@ -172,10 +172,22 @@ def _input_layout(model: onnx.ModelProto) -> tuple[str, tuple[int, ...], tuple[i
     return ins[0].name, tuple(rest), onnx_shape, offset
 
 
+def _shape_of_var(ctx: ImportContext, node: onnx.NodeProto) -> np.ndarray:
+    """Shape of a variable value as a constant (shapes are static), honouring start/end (opset 15+)."""
+    full = ctx.onnx_shape(ctx.var(node.input[0]))
+    a = _attrs(node)
+    start, end = a.get("start", 0), a.get("end", len(full))
+    return np.asarray(full[slice(start, end)], dtype=np.int64)
+
+
+# ops the importer handles itself (folded to constants), not through a converter
+_IMPORTER_OPS = ("Constant", "Shape")
+
+
 def check_supported(model: onnx.ModelProto) -> None:
     missing: dict[str, list[str]] = {}
     for n in model.graph.node:
-        if n.op_type not in CONVERTERS and n.op_type != "Constant":
+        if n.op_type not in CONVERTERS and n.op_type not in _IMPORTER_OPS:
             missing.setdefault(n.op_type, []).append(n.name or n.output[0])
     if missing:
         parts = [f"{op} (node {', '.join(repr(x) for x in names[:3])}{', ...' if len(names) > 3 else ''})"
@@ -199,7 +211,7 @@ def to_graph(model: onnx.ModelProto) -> Graph:
         ctx.consts[init.name] = numpy_helper.to_array(init)
     for node in model.graph.node:
         if node.op_type == "Shape" and node.input[0] in ctx.values:
-            ctx.consts[node.output[0]] = np.asarray(ctx.onnx_shape(ctx.var(node.input[0])), dtype=np.int64)
+            ctx.consts[node.output[0]] = _shape_of_var(ctx, node)
         elif all((not i) or ctx.is_const(i) for i in node.input):
             _fold_constant(node, ctx, opset)
         else:
