@@ -66,7 +66,22 @@ class ImportContext:
             raise ModelError(f"value {name!r} must be a constant here")
         return self.consts[name]
 
-    padded_const = const
+    def lift(self, node, x: str, rank: int) -> str:
+        """x reshaped to ONNX rank `rank` by leading unit axes (numpy broadcasting's implicit
+        padding, made explicit so that the IR's batch axis stays in front)."""
+        s = self.onnx_shape(x)
+        if len(s) >= rank:
+            return x
+        return self.emit("Reshape", [x], {}, shape=self.ir_shape((1,) * (rank - len(s)) + tuple(s), node))
+
+    def broadcast_const(self, node, x: str, name: str) -> tuple[str, np.ndarray]:
+        """The variable x and the constant `name`, operands of an elementwise op, arranged so that
+        torch broadcasting of the batched x (B, *shape) with the constant follows ONNX's rules."""
+        c = np.asarray(self.const(name), dtype=np.float64)
+        rank = max(len(self.onnx_shape(x)), c.ndim)
+        if self.offset == 0 and c.ndim == rank and c.shape[0] != 1:
+            raise self.unsupported(node, f"a constant of shape {list(c.shape)} that broadcasts over the batch axis")
+        return self.lift(node, x, rank), c
 
     def var(self, name: str) -> str:
         if name not in self.values:

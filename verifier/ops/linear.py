@@ -228,12 +228,16 @@ def _add_sub(ctx, n) -> None:
     a, b = n.input
     sign = -1.0 if n.op_type == "Sub" else 1.0
     if not ctx.is_const(a) and not ctx.is_const(b):
-        rb = ctx.var(b) if sign > 0 else _affine(ctx, ctx.var(b), np.array(-1.0), None, None)
-        ctx.emit("Add", [ctx.var(a), rb], {}, n.output[0])
+        rank = max(len(ctx.onnx_shape(ctx.var(a))), len(ctx.onnx_shape(ctx.var(b))))
+        va, vb = ctx.lift(n, ctx.var(a), rank), ctx.lift(n, ctx.var(b), rank)
+        rb = vb if sign > 0 else _affine(ctx, vb, np.array(-1.0), None, None)
+        ctx.emit("Add", [va, rb], {}, n.output[0])
     elif ctx.is_const(b):
-        _affine(ctx, ctx.var(a), None, sign * ctx.padded_const(b), n.output[0])
+        x, c = ctx.broadcast_const(n, ctx.var(a), b)
+        _affine(ctx, x, None, sign * c, n.output[0])
     else:  # constant on the left: c + x or c - x
-        _affine(ctx, ctx.var(b), None if sign > 0 else np.array(-1.0), ctx.padded_const(a), n.output[0])
+        x, c = ctx.broadcast_const(n, ctx.var(b), a)
+        _affine(ctx, x, None if sign > 0 else np.array(-1.0), c, n.output[0])
 
 
 @converts("Mul", "Div")
@@ -243,8 +247,8 @@ def _mul_div(ctx, n) -> None:
         a, b = b, a
     if not ctx.is_const(b) or ctx.is_const(a):
         raise ctx.unsupported(n, f"{n.op_type} of two variables (only multiplication by constants)")
-    c = ctx.padded_const(b)
-    _affine(ctx, ctx.var(a), 1.0 / c if n.op_type == "Div" else c, None, n.output[0])
+    x, c = ctx.broadcast_const(n, ctx.var(a), b)
+    _affine(ctx, x, 1.0 / c if n.op_type == "Div" else c, None, n.output[0])
 
 
 @converts("Neg")
