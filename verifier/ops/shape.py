@@ -177,8 +177,10 @@ def _squeeze(ctx, n) -> None:
     if axes is None and len(n.input) > 1 and n.input[1]:
         axes = [int(v) for v in ctx.const(n.input[1]).reshape(-1)]
     if n.op_type == "Squeeze":
+        # without axes every unit axis goes, but the batch axis (offset 0) is the IR's to keep:
+        # dropping a size-1 axis does not change the elements
         axes = [a + len(s) if a < 0 else a for a in (axes if axes is not None else
-                                                     [i for i, d in enumerate(s) if d == 1])]
+                                                     [i for i, d in enumerate(s) if d == 1 and i >= 1 - ctx.offset])]
         out = [d for i, d in enumerate(s) if i not in axes]
     else:
         rank = len(s) + len(axes)
