@@ -72,14 +72,15 @@ class ConcatRule(LinearRule):
 
     def _join(self, node: Node, xs, with_consts: bool) -> Tensor:
         xs = list(xs)
-        n = xs[0].shape[0] if xs else 1
+        like = xs[0]  # constant parts sit in a list that Graph.to does not move: follow the variables
+        n = like.shape[0]
         pieces = []
         for part in node.params["parts"]:
             if part is None:
                 pieces.append(xs.pop(0))
             else:
-                c = part if with_consts else torch.zeros_like(part)
-                pieces.append(c.to(xs[0] if xs else c).unsqueeze(0).expand((n,) + tuple(part.shape)))
+                c = part.to(like) if with_consts else like.new_zeros(part.shape)
+                pieces.append(c.unsqueeze(0).expand((n,) + tuple(part.shape)))
         return torch.cat(pieces, dim=node.params["axis"])
 
     def evaluate(self, node: Node, *xs: Tensor) -> Tensor:
