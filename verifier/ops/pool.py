@@ -3,6 +3,7 @@ max(a, b) = a + relu(b - a), so every bound algorithm handles it through ReLU's 
 from __future__ import annotations
 
 import numpy as np
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -58,13 +59,23 @@ def _avgpool(ctx, n) -> None:
     x = ctx.var(n.input[0])
     k, stride, pads = _pool_geometry(ctx, n, x)
     include = bool(ctx.attrs(n).get("count_include_pad", 0))
-    if pads[:2] != pads[2:] or (any(pads) and not include):
-        if any(pads) and not include:
-            raise ctx.unsupported(n, "AveragePool with padding excluded from the count")
-        x = ctx.emit("Pad", [x], {"pads": ctx.torch_pads(pads[:2], pads[2:]), "mode": "constant", "value": 0.0})
-        pads = [0, 0, 0, 0]
-    ctx.emit("AvgPool", [x], {"kernel": tuple(k), "stride": tuple(stride), "padding": tuple(pads[:2]),
-                              "count_include_pad": include}, n.output[0])
+    geometry = {"kernel": tuple(k), "stride": tuple(stride), "padding": (0, 0), "count_include_pad": True}
+    if not any(pads):
+        ctx.emit("AvgPool", [x], geometry, n.output[0])
+        return
+    # zero-pad explicitly (pads may be asymmetric), then average over the full window ...
+    h, w = ctx.shape(x)[1:]
+    torch_pads = ctx.torch_pads(pads[:2], pads[2:])
+    x = ctx.emit("Pad", [x], {"pads": torch_pads, "mode": "constant", "value": 0.0})
+    if include:
+        ctx.emit("AvgPool", [x], geometry, n.output[0])
+        return
+    # ... and, for the ONNX default count_include_pad=0, rescale every output by window size /
+    # number of real (non-pad) elements in its window: a constant per output position
+    y = ctx.emit("AvgPool", [x], geometry)
+    real = F.pad(torch.ones((1, 1, h, w), dtype=torch.float64), torch_pads)
+    share = F.avg_pool2d(real, tuple(k), tuple(stride))[0]  # (1, oh, ow)
+    ctx.emit("Affine", [y], {"scale": 1.0 / share, "shift": None}, n.output[0])
 
 
 @converts("GlobalAveragePool")
