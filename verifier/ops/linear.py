@@ -47,9 +47,10 @@ def _gemm(ctx, n) -> None:
     b = None
     if len(n.input) > 2 and n.input[2]:
         b = np.asarray(ctx.const(n.input[2]), dtype=np.float64) * a.get("beta", 1.0)
-        b = np.broadcast_to(b, (W.shape[1],)).copy() if b.size in (1, W.shape[1]) else None
-        if b is None:
-            raise ctx.unsupported(n, "Gemm bias of unexpected shape")
+        # a scalar, (n,) or (1, n) bias is one value per output column; (M, 1) or (M, n) would vary by row
+        if not (b.size == 1 or (b.ndim >= 1 and b.shape[-1] == W.shape[1] and b.size == W.shape[1])):
+            raise ctx.unsupported(n, f"Gemm bias of shape {list(b.shape)}")
+        b = np.broadcast_to(b.reshape(-1), (W.shape[1],)).copy()
     ctx.emit("MatMul", [x], {"W": ctx.tensor(W), "b": None if b is None else ctx.tensor(b)}, n.output[0])
 
 
