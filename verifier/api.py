@@ -47,11 +47,12 @@ def verify(onnx_path: str | os.PathLike, vnnlib_path: str | os.PathLike, timeout
     from .confirm import ReferenceModel
     from .onnx_import import ModelError, load_model, to_graph
     from .pipeline import Query, choose_device, decide, numeric_setup
+    from .simplify import simplify
     from .spec import SpecError
 
     try:
         model = load_model(onnx_path)
-        graph = to_graph(model)
+        graph = simplify(to_graph(model))
     except ModelError as e:
         raise InputError(str(e)) from None
     try:

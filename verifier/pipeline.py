@@ -56,6 +56,9 @@ def numeric_setup(device: torch.device) -> torch.dtype:
     On the CPU float64 costs little for these sizes and removes most rounding worries."""
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
+    # Subnormal numbers (coefficients that underflow deep in a branch and bound) slow CPU
+    # arithmetic ~20x; flushing them moves bounds by < 1e-300, far below the unsat margin.
+    torch.set_flush_denormal(True)
     return torch.float32 if device.type == "cuda" else torch.float64
 
 

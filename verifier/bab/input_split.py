@@ -1,31 +1,64 @@
 """Input-split branch and bound, for networks with few inputs (ACAS Xu has 5).
 
-Domains are sub-boxes of a case.  Each round bounds a batch of domains with CROWN, drops the
-refuted ones (and, inside a domain, the conjuncts already refuted), tries the corner that
-minimises each open domain's linear bound as a counterexample, and halves the rest along the
-input dimension whose coefficient times width is largest.
+Domains are sub-boxes of a case.  Each round bounds a batch of domains with CROWN (children
+start from their parent's intermediate bounds, which stay valid on a sub-box), drops the refuted
+ones (and, inside a domain, the conjuncts already refuted), tries the corner that minimises each
+open domain's linear bound as a counterexample, and halves the rest along the input dimension
+whose coefficient times width is largest.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
+from torch import Tensor
 
-from ..bounds.backward import crown_intermediate, crown_output
+from ..bounds.backward import crown_output
+from ..bounds.forward import forward_bounds
 from ..spec import Cases, conjuncts_refuted
 from ..verdict import Result, Verdict
 from .domains import Progress, cat_cases, lower_bound_minimisers, violations
 
 
-def _bound(graph, cs: Cases):
+@dataclass
+class Pending:
+    """Domains waiting to be bounded, with bounds inherited from their parents (or None)."""
+
+    cs: Cases
+    pre: dict[str, tuple[Tensor, Tensor]] | None
+
+    def __len__(self) -> int:
+        return len(self.cs)
+
+
+def _join(parts: list[Pending]) -> Pending:
+    if len(parts) == 1:
+        return parts[0]
+    pre = None
+    if all(p.pre is not None for p in parts):
+        pre = {k: (torch.cat([p.pre[k][0] for p in parts]), torch.cat([p.pre[k][1] for p in parts]))
+               for k in parts[0].pre}
+    return Pending(cat_cases([p.cs for p in parts]), pre)
+
+
+def _take(p: Pending, idx: np.ndarray) -> Pending:
+    pre = None if p.pre is None else {k: (v[0][idx], v[1][idx]) for k, v in p.pre.items()}
+    return Pending(p.cs.select(idx), pre)
+
+
+def _bound(graph, p: Pending):
     record: dict = {}
+    cs = p.cs
     with torch.no_grad():
-        pre = crown_intermediate(graph, cs.lo, cs.hi)
+        pre = forward_bounds(graph, cs.lo, cs.hi, fixed=p.pre)
         lb = crown_output(graph, cs.lo, cs.hi, cs.C, pre, record=record) + cs.d
-    return lb, record[graph.input_name]
+    return lb, record[graph.input_name], pre
 
 
-def _split(cs: Cases, lb: torch.Tensor, A_in: torch.Tensor) -> Cases:
+def _split(p: Pending, lb: Tensor, A_in: Tensor) -> Pending:
     """Halve every domain along its most influential dimension."""
+    cs = p.cs
     N = len(cs)
     open_rows = (cs.member & cs.valid.unsqueeze(-1)).any(1) & (lb <= 0)
     width = (cs.hi - cs.lo).reshape(N, -1)
@@ -42,7 +75,8 @@ def _split(cs: Cases, lb: torch.Tensor, A_in: torch.Tensor) -> Cases:
     new_lo = torch.cat([lo, lo2]).reshape((2 * N,) + cs.lo.shape[1:])
     new_hi = torch.cat([hi1, hi]).reshape((2 * N,) + cs.lo.shape[1:])
     parent = torch.cat([rows, rows])
-    return cs.with_box(new_lo, new_hi, parent)
+    pre = None if p.pre is None else {k: (v[0][parent], v[1][parent]) for k, v in p.pre.items()}
+    return Pending(cs.with_box(new_lo, new_hi, parent), pre)
 
 
 def input_split_bab(q, cases: Cases) -> Result:
@@ -50,39 +84,40 @@ def input_split_bab(q, cases: Cases) -> Result:
     from ..pipeline import try_confirm
 
     cfg = q.cfg.bab
-    stack = [cases]
+    stack = [Pending(cases, None)]
     total = float(((cases.hi - cases.lo).reshape(len(cases), -1).prod(-1)).sum())
-    proved = 0.0
-    rounds = 0
+    proved, rounds, domains = 0.0, 0, 0
     progress = Progress()
     while stack:
         q.deadline.check()
-        queue = cat_cases(stack)
+        queue = _join(stack)
         if len(queue) > cfg.max_domains:
-            q.stats["bab_domains"] = len(queue)
             return Result(Verdict.UNKNOWN, reason="too many open domains")
         take = min(cfg.batch, len(queue))
-        batch = queue.select(np.arange(len(queue) - take, len(queue)))
-        stack = [queue.select(np.arange(0, len(queue) - take))] if len(queue) > take else []
-        lb, A_in = _bound(q.graph, batch)
-        valid = batch.valid & ~conjuncts_refuted(batch, lb, q.tol)
-        batch = Cases(batch.lo, batch.hi, batch.C, batch.d, batch.member, valid, batch.case)
+        batch = _take(queue, np.arange(len(queue) - take, len(queue)))
+        stack = [_take(queue, np.arange(0, len(queue) - take))] if len(queue) > take else []
+        lb, A_in, pre = _bound(q.graph, batch)
+        cs = batch.cs
+        valid = cs.valid & ~conjuncts_refuted(cs, lb, q.tol)
+        cs = Cases(cs.lo, cs.hi, cs.C, cs.d, cs.member, valid, cs.case)
         open_ = valid.any(-1)
-        vol = (batch.hi - batch.lo).reshape(len(batch), -1).prod(-1)
+        vol = (cs.hi - cs.lo).reshape(len(cs), -1).prod(-1)
         proved += float(vol[~open_].sum())
         rounds += 1
+        domains += len(cs)
         if not bool(open_.any()):
             continue
-        idx = open_.nonzero().flatten()
-        batch, lb, A_in = batch.select(idx.cpu().numpy()), lb[idx], A_in[idx]
-        x = torch.cat([lower_bound_minimisers(batch, lb, A_in), (batch.lo + batch.hi) / 2])
-        both = cat_cases([batch, batch])
+        idx = open_.nonzero().flatten().cpu().numpy()
+        cs, lb, A_in = cs.select(idx), lb[idx], A_in[idx]
+        x = torch.cat([lower_bound_minimisers(cs, lb, A_in), (cs.lo + cs.hi) / 2])
+        both = cat_cases([cs, cs])
         found = try_confirm(q, both, x, violations(q.graph, both, x))
         if found is not None:
-            q.stats["bab_rounds"] = rounds
+            q.stats.update(bab_rounds=rounds, bab_domains=domains)
             return found
-        stack.append(_split(batch, lb, A_in))
+        stack.append(_split(Pending(cs, {k: (v[0][idx], v[1][idx]) for k, v in pre.items()}), lb, A_in))
         progress.maybe("input BaB: %d open domains, %.4f%% of the volume proved, worst bound %.4g",
-                       sum(len(s) for s in stack), 100 * proved / max(total, 1e-300), float(lb.max(-1).values.min()))
-    q.stats["bab_rounds"] = rounds
+                       sum(len(s) for s in stack), 100 * proved / max(total, 1e-300),
+                       float(lb.max(-1).values.min()))
+    q.stats.update(bab_rounds=rounds, bab_domains=domains)
     return Result(Verdict.UNSAT)

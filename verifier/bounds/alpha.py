@@ -16,6 +16,30 @@ from ..ops import RULES
 from .backward import crown_output
 
 
+class Adam:
+    """Plain Adam on a list of tensors (torch.optim would import torch._dynamo: +1.8 s start-up)."""
+
+    def __init__(self, params: list[Tensor], lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
+        self.params, self.lr, self.betas, self.eps = params, lr, betas, eps
+        self.m = [torch.zeros_like(p) for p in params]
+        self.v = [torch.zeros_like(p) for p in params]
+        self.t = 0
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.t += 1
+        b1, b2 = self.betas
+        for p, m, v in zip(self.params, self.m, self.v):
+            if p.grad is None:
+                continue
+            m.mul_(b1).add_(p.grad, alpha=1 - b1)
+            v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
+            mhat = m / (1 - b1 ** self.t)
+            vhat = v / (1 - b2 ** self.t)
+            p.sub_(self.lr * mhat / (vhat.sqrt() + self.eps))
+            p.grad = None
+
+
 @dataclass(frozen=True)
 class AlphaConfig:
     iterations: int = 20
@@ -45,14 +69,13 @@ def alpha_lower(graph: Graph, lo: Tensor, hi: Tensor, C: Tensor, d: Tensor,
         best = crown_output(graph, lo, hi, C, pre) + d
     if not params:
         return best
-    opt = torch.optim.Adam(list(params.values()), lr=cfg.lr)
+    opt = Adam(list(params.values()), lr=cfg.lr)
     for _ in range(cfg.iterations):
         if deadline.expired() or done(best):
             break
         with torch.enable_grad():
             slopes = {k: torch.minimum(torch.maximum(v, ranges[k][0]), ranges[k][1]) for k, v in params.items()}
             lb = crown_output(graph, lo, hi, C, pre, slopes) + d
-            opt.zero_grad()
             (-lb.sum()).backward()
         opt.step()
         with torch.no_grad():

@@ -94,28 +94,35 @@ def activation_inputs(graph: Graph) -> list[Node]:
 
 def _bounds_of_value(graph: Graph, lo: Tensor, hi: Tensor, value: str, prior: tuple[Tensor, Tensor],
                      relax: Relaxation, budget_elems: int) -> tuple[Tensor, Tensor]:
-    """CROWN bounds of every element of `value` whose prior interval is unstable (straddles 0);
-    stable elements keep their prior bounds."""
+    """CROWN bounds of the elements of `value` whose prior interval straddles 0; the others keep
+    their prior bounds.  Each domain b gets objective rows only for its own unstable elements
+    (padded to the batch's largest count U), so small, mostly stable domains cost little."""
     plo, phi = prior
     B = plo.shape[0]
     flat_lo, flat_hi = plo.reshape(B, -1), phi.reshape(B, -1)
-    unstable = ((flat_lo < 0) & (flat_hi > 0)).any(0).nonzero().flatten()
-    if unstable.numel() == 0:
+    mask = (flat_lo < 0) & (flat_hi > 0)
+    U = int(mask.sum(1).max()) if B else 0
+    if U == 0:
         return plo, phi
     n = flat_lo.shape[1]
+    order = torch.argsort(mask.to(torch.int8), dim=1, descending=True, stable=True)[:, :U]  # (B, U)
+    live = torch.gather(mask, 1, order)
     per_row = max(1, graph.input_size + max(nd.size for nd in graph.nodes))
     chunk = max(1, budget_elems // (2 * B * per_row))
     new_lo, new_hi = flat_lo.clone(), flat_hi.clone()
-    for start in range(0, unstable.numel(), chunk):
-        idx = unstable[start:start + chunk]
-        k = idx.numel()
+    batch = torch.arange(B, device=plo.device).unsqueeze(1)
+    for start in range(0, U, chunk):
+        idx, ok = order[:, start:start + chunk], live[:, start:start + chunk]
+        k = idx.shape[1]
+        rows = torch.arange(k, device=plo.device).unsqueeze(0)
         C = torch.zeros(B, 2 * k, n, dtype=plo.dtype, device=plo.device)
-        rows = torch.arange(k, device=plo.device)
-        C[:, rows, idx] = 1.0
-        C[:, k + rows, idx] = -1.0
+        one = ok.to(plo.dtype)
+        C[batch, rows, idx] = one
+        C[batch, k + rows, idx] = -one
         lb = backward_lower(graph, lo, hi, value, C.reshape((B, 2 * k) + plo.shape[1:]), relax)
-        new_lo[:, idx] = torch.maximum(new_lo[:, idx], lb[:, :k])
-        new_hi[:, idx] = torch.minimum(new_hi[:, idx], -lb[:, k:])
+        cur_lo, cur_hi = torch.gather(new_lo, 1, idx), torch.gather(new_hi, 1, idx)
+        new_lo.scatter_(1, idx, torch.where(ok, torch.maximum(cur_lo, lb[:, :k]), cur_lo))
+        new_hi.scatter_(1, idx, torch.where(ok, torch.minimum(cur_hi, -lb[:, k:]), cur_hi))
     return new_lo.reshape(plo.shape), new_hi.reshape(phi.shape)
 
 

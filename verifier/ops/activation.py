@@ -15,6 +15,8 @@ def _ulp_margin(v: Tensor) -> Tensor:
 
 @rule("Relu")
 class ReluRule(ActivationRule):
+    splittable = True
+
     def evaluate(self, node: Node, x: Tensor) -> Tensor:
         return torch.relu(x)
 

@@ -82,7 +82,12 @@ class LinearRule(OpRule):
 
 
 class ActivationRule(OpRule):
-    """An elementwise nonlinearity with sound interval and linear relaxation rules."""
+    """An elementwise nonlinearity with sound interval and linear relaxation rules.
+
+    splittable: the op is piecewise linear with one kink at 0, so fixing the sign of its input
+    (a branch-and-bound split) makes it exactly linear."""
+
+    splittable = False
 
     def interval(self, node: Node, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
         raise NotImplementedError

@@ -1,0 +1,178 @@
+"""ReLU-split branch and bound, for networks with many inputs.
+
+A domain is a case plus a sign decision for some unstable activations (+1: input >= 0,
+-1: input <= 0).  Decisions are enforced soundly by clamping the decided neuron's input bounds,
+which makes its relaxation exact, and every later layer's bounds are recomputed by
+back-substitution from the clamped ones (children start from their parent's bounds, valid on
+the smaller region).  The two children of a split cover their parent, so refuting all leaves
+refutes the case.  Branching picks the unstable neuron whose upper-relaxation intercept, times
+its coefficient in the weakest open row, is largest (an estimate of what the split gains).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..bounds.alpha import alpha_lower
+from ..bounds.backward import crown_intermediate, crown_output
+from ..spec import Cases, conjuncts_refuted
+from ..verdict import Result, Verdict
+from .domains import Progress, cat_cases, lower_bound_minimisers, violations
+
+INF = float("inf")
+
+
+@dataclass
+class Domains:
+    cs: Cases
+    splits: dict[str, Tensor]                   # act name -> (N, *shape) int8 in {-1, 0, 1}
+    pre: dict[str, tuple[Tensor, Tensor]] | None  # bounds inherited from the parent
+
+    def __len__(self) -> int:
+        return len(self.cs)
+
+    def take(self, idx) -> "Domains":
+        i = torch.as_tensor(np.asarray(idx, dtype=np.int64), device=self.cs.lo.device)
+        pre = None if self.pre is None else {k: (v[0][i], v[1][i]) for k, v in self.pre.items()}
+        return Domains(self.cs.select(idx), {k: v[i] for k, v in self.splits.items()}, pre)
+
+
+def _join(parts: list[Domains]) -> Domains:
+    if len(parts) == 1:
+        return parts[0]
+    pre = None
+    if all(p.pre is not None for p in parts):
+        pre = {k: (torch.cat([p.pre[k][0] for p in parts]), torch.cat([p.pre[k][1] for p in parts]))
+               for k in parts[0].pre}
+    splits = {k: torch.cat([p.splits[k] for p in parts]) for k in parts[0].splits}
+    return Domains(cat_cases([p.cs for p in parts]), splits, pre)
+
+
+def _clamps(d: Domains) -> dict[str, tuple[Tensor, Tensor]]:
+    """Split decisions (and inherited bounds) as bounds on each activation's input."""
+    out = {}
+    for name, s in d.splits.items():
+        lo = torch.where(s > 0, 0.0, -INF).to(d.cs.lo.dtype)
+        hi = torch.where(s < 0, 0.0, INF).to(d.cs.lo.dtype)
+        if d.pre is not None:
+            lo, hi = torch.maximum(lo, d.pre[name][0]), torch.minimum(hi, d.pre[name][1])
+        out[name] = (lo, hi)
+    return out
+
+
+def _bound(q, d: Domains, alpha_iters: int):
+    cs = d.cs
+    record: dict = {}
+    with torch.no_grad():
+        pre = crown_intermediate(q.graph, cs.lo, cs.hi, fixed=_clamps(d))
+        lb = crown_output(q.graph, cs.lo, cs.hi, cs.C, pre, record=record) + cs.d
+    if alpha_iters > 0:
+        from dataclasses import replace
+
+        cfg = replace(q.cfg.alpha_cfg, iterations=alpha_iters)
+        valid = cs.valid
+        lb = torch.maximum(lb, alpha_lower(
+            q.graph, cs.lo, cs.hi, cs.C, cs.d, pre, cfg, q.deadline,
+            lambda b: bool((conjuncts_refuted(cs, b, q.tol) | ~valid).all())))
+    return lb, record, pre
+
+
+def _branch(d: Domains, lb: Tensor, record: dict, pre: dict) -> tuple[str, Tensor] | None:
+    """(activation name, (N,) flat neuron index) to split in each domain."""
+    cs = d.cs
+    N = len(cs)
+    open_rows = (cs.member & cs.valid.unsqueeze(-1)).any(1)
+    worst = torch.where(open_rows, lb, INF).argmin(-1)
+    best_score = torch.full((N,), -1.0, dtype=lb.dtype, device=lb.device)
+    best_layer = torch.full((N,), -1, dtype=torch.long, device=lb.device)
+    best_idx = torch.zeros(N, dtype=torch.long, device=lb.device)
+    names = list(d.splits)
+    for li, name in enumerate(names):
+        lo, hi = pre[name][0].reshape(N, -1), pre[name][1].reshape(N, -1)
+        a = record[name][torch.arange(N, device=lb.device), worst].reshape(N, -1)
+        unstable = (lo < 0) & (hi > 0) & (d.splits[name].reshape(N, -1) == 0)
+        intercept = torch.where(unstable, -lo * hi / (hi - lo).clamp(min=1e-30), 0.0)
+        score = torch.where(unstable, a.abs() * intercept + 1e-12, -1.0)
+        s, i = score.max(-1)
+        better = s > best_score
+        best_score = torch.where(better, s, best_score)
+        best_layer = torch.where(better, li, best_layer)
+        best_idx = torch.where(better, i, best_idx)
+    if bool((best_layer < 0).any()):
+        return None
+    return names, best_layer, best_idx
+
+
+def _children(d: Domains, pre: dict, names, layer: Tensor, idx: Tensor) -> Domains:
+    N = len(d)
+    rows = torch.arange(N, device=layer.device)
+    pos, neg = {}, {}
+    for li, name in enumerate(names):
+        s = d.splits[name].reshape(N, -1)
+        sp, sn = s.clone(), s.clone()
+        hit = rows[layer == li]
+        sp[hit, idx[hit]] = 1
+        sn[hit, idx[hit]] = -1
+        shape = d.splits[name].shape
+        pos[name], neg[name] = sp.reshape(shape), sn.reshape(shape)
+    parent = torch.cat([rows, rows])
+    splits = {k: torch.cat([pos[k], neg[k]]) for k in names}
+    inherited = {k: (v[0][parent], v[1][parent]) for k, v in pre.items()}
+    return Domains(d.cs.with_box(d.cs.lo[parent], d.cs.hi[parent], parent), splits, inherited)
+
+
+def relu_split_bab(q, cases: Cases) -> Result:
+    from ..pipeline import stage_attack, try_confirm
+
+    cfg = q.cfg.bab
+    from ..ops import RULES
+
+    nonlinear = [n for n in q.graph.nodes if not RULES[n.op].linear]
+    acts = [n for n in nonlinear if RULES[n.op].splittable]
+    if len(acts) != len(nonlinear):
+        return Result(Verdict.UNKNOWN, reason="ReLU splitting needs every nonlinearity to be splittable")
+    splits = {n.name: torch.zeros((len(cases),) + n.shape, dtype=torch.int8, device=cases.lo.device) for n in acts}
+    stack = [Domains(cases, splits, None)]
+    rounds, domains = 0, 0
+    progress = Progress()
+    batch_size = max(8, min(cfg.batch, int(4e7 // max(1, q.graph.input_size * 64))))
+    while stack:
+        q.deadline.check()
+        queue = _join(stack)
+        if len(queue) > cfg.max_domains:
+            return Result(Verdict.UNKNOWN, reason="too many open domains")
+        take = min(batch_size, len(queue))
+        batch = queue.take(np.arange(len(queue) - take, len(queue)))
+        stack = [queue.take(np.arange(0, len(queue) - take))] if len(queue) > take else []
+        lb, record, pre = _bound(q, batch, alpha_iters=q.cfg.bab_alpha_iterations)
+        cs = batch.cs
+        valid = cs.valid & ~conjuncts_refuted(cs, lb, q.tol)
+        open_ = valid.any(-1)
+        rounds += 1
+        domains += len(cs)
+        if not bool(open_.any()):
+            continue
+        idx = open_.nonzero().flatten().cpu().numpy()
+        kept = Domains(Cases(cs.lo, cs.hi, cs.C, cs.d, cs.member, valid, cs.case), batch.splits, None).take(idx)
+        lb_k = lb[idx]
+        rec_k = {k: v[idx] for k, v in record.items()}
+        pre_k = {k: (v[0][idx], v[1][idx]) for k, v in pre.items()}
+        x = lower_bound_minimisers(kept.cs, lb_k, rec_k[q.graph.input_name])
+        found = try_confirm(q, kept.cs, x, violations(q.graph, kept.cs, x))
+        if found is not None:
+            return found
+        choice = _branch(kept, lb_k, rec_k, pre_k)
+        if choice is None:  # every neuron decided yet still open: cannot happen with exact relaxations
+            return Result(Verdict.UNKNOWN, reason="a fully split domain stayed open")
+        stack.append(_children(kept, pre_k, *choice))
+        progress.maybe("ReLU BaB: %d open domains after %d rounds (%d bounded), worst bound %.4g",
+                       sum(len(s) for s in stack), rounds, domains, float(lb_k.max(-1).values.min()))
+        if rounds % 20 == 0:
+            found = stage_attack(q, cases)
+            if found is not None:
+                return found
+    q.stats.update(bab_rounds=rounds, bab_domains=domains)
+    return Result(Verdict.UNSAT)
