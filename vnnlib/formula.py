@@ -1,0 +1,289 @@
+"""S-expressions -> formulas (``ast``), shared by the 1.0 and 2.0 front ends.
+
+Both versions share the same boolean and arithmetic core: n-ary ``and``/``or``, comparisons
+between linear terms, ``+``, ``-`` (unary or n-ary), ``*`` (n-ary, at most one non-constant
+factor).  A ``Dialect`` names what differs: the comparison operators and the operators that get
+a dedicated error message.  Variables are resolved by a callback that the front end supplies.
+
+All walks are iterative: formulas and terms may nest to any depth.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .ast import FALSE, TRUE, Formula, Lin, conj, disj
+from .sexpr import FIRST, SExpr, token_index
+from .tokens import Source
+
+LE, GE, LT, GT, EQ = "<=", ">=", "<", ">", "eq"
+_NUM_START = frozenset("0123456789.")
+_MAX = 1.7976931348623157e308
+CONNECTIVES = ("and", "or")
+ARITH = frozenset(("+", "-", "*"))
+
+
+def _lin(fields: tuple) -> Lin:
+    """Lin(*fields) without NamedTuple's Python-level __new__ (hot path)."""
+    return tuple.__new__(Lin, fields)
+
+
+class SymbolError(Exception):
+    """Raised by a resolver for a symbol it does not accept; the converter adds the position."""
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """What the versions disagree on.
+
+    compare: operator -> one of LE, GE, LT, GT, EQ.
+    refuse: operator -> message, for operators met in practice that are not supported.
+    """
+
+    compare: dict[str, str]
+    refuse: dict[str, str] = field(default_factory=dict)
+
+
+def parse_number(tok: str) -> float | None:
+    """tok as a float64 (Python's correctly rounded float()), None when tok is not numeric.
+
+    Numeric tokens start with a digit or '.', optionally after one '-'.  Raises SymbolError
+    for a numeric-looking token float() rejects, or that float() would accept only because
+    it is lenient ('_' separators, non-ASCII digits), or that overflows.
+    """
+    c = tok[0]
+    if not (c in _NUM_START or (c == "-" and len(tok) > 1 and tok[1] in _NUM_START)):
+        return None
+    try:
+        v = float(tok)
+    except ValueError:
+        raise SymbolError(f"malformed number {tok!r}") from None
+    if "_" in tok or not tok.isascii():
+        raise SymbolError(f"malformed number {tok!r}")
+    if not -_MAX <= v <= _MAX:
+        raise SymbolError(f"number {tok!r} is out of the float64 range")
+    return v
+
+
+class Converter:
+    """Turns assert bodies into formulas.  resolve(symbol) -> variable code, or SymbolError."""
+
+    def __init__(self, src: Source, dialect: Dialect, resolve: Callable[[str], int]):
+        self.src = src
+        self.dialect = dialect
+        self.resolve = resolve
+        self.codes: dict[str, int] = {}
+        self.memo: dict[tuple[str, str, str], Formula] = {}
+
+    # ---- errors -------------------------------------------------------------------------------
+    def fail(self, node: SExpr, j: int, message: str) -> Exception:
+        """The error for item j of node (j == len(node): its ')'; j < FIRST: its '(')."""
+        k = node[0] if j < FIRST else token_index(node, j)
+        return self.src.error(k, message)
+
+    def _arity(self, node: SExpr, op: str, expected: str, got: int, extra_at: int) -> Exception:
+        return self.fail(node, extra_at, f"'{op}' takes {expected}, got {got}")
+
+    def _unknown(self, node: SExpr, what: str) -> Exception:
+        """Error for a node whose head is not what this position needs."""
+        if len(node) == FIRST:
+            return self.fail(node, 0, f"empty list '()' where {what} is expected")
+        h = node[FIRST]
+        if h.__class__ is list:
+            return self.fail(node, FIRST, f"expected an operator, got a list ({what} expected)")
+        if h in self.dialect.refuse:
+            return self.fail(node, FIRST, self.dialect.refuse[h])
+        return self.fail(node, FIRST, f"unknown operator '{h}' ({what} expected)")
+
+    # ---- leaves -------------------------------------------------------------------------------
+    def leaf(self, tok: str, node: SExpr, j: int) -> int | float:
+        """A number (float) or a variable code (int) for atom tok = node[j]."""
+        code = self.codes.get(tok)
+        if code is not None:
+            return code
+        try:
+            v = parse_number(tok)
+            if v is not None:
+                return v
+            if tok[0] in '"[]':
+                raise SymbolError(f"unexpected token {tok!r}")
+            code = self.resolve(tok)
+        except SymbolError as e:
+            raise self.fail(node, j, str(e)) from None
+        self.codes[tok] = code
+        return code
+
+    # ---- formulas -----------------------------------------------------------------------------
+    def formula(self, parent: SExpr, j: int) -> Formula:
+        """The formula parent[j] (an assert body, say)."""
+        node = parent[j]
+        if node.__class__ is str:
+            raise self.fail(parent, j, f"expected a formula, got {node!r}")
+        h = node[FIRST] if len(node) > FIRST else None
+        if h.__class__ is str and h in self.dialect.compare:
+            return self.compare(node)
+        if h not in CONNECTIVES:
+            raise self._unknown(node, "a formula")
+        compare_ops = self.dialect.compare
+        stack: list[list] = [[node, FIRST + 1, []]]
+        while True:
+            frame = stack[-1]
+            node, i, args = frame
+            if i < len(node):
+                frame[1] = i + 1
+                child = node[i]
+                if child.__class__ is list and len(child) > FIRST:
+                    h = child[FIRST]
+                    if h.__class__ is str:
+                        if h in compare_ops:
+                            args.append(self.compare(child))
+                            continue
+                        if h == "and" or h == "or":
+                            stack.append([child, FIRST + 1, []])
+                            continue
+                if child.__class__ is str:
+                    raise self.fail(node, i, f"expected a formula, got {child!r}")
+                raise self._unknown(child, "a formula")
+            stack.pop()
+            op = node[FIRST]
+            if not args:
+                raise self._arity(node, op, "at least 1 argument", 0, len(node))
+            f = conj(args) if op == "and" else disj(args)
+            if not stack:
+                return f
+            stack[-1][2].append(f)
+
+    def compare(self, node: SExpr) -> Formula:
+        """A comparison node ``(op a b)``.
+
+        Comparisons between two atoms (nearly all of them in practice) are memoised by their
+        token text: large specs repeat them, e.g. every input bound of nn4sys appears twice.
+        """
+        if len(node) == FIRST + 3:
+            a = node[FIRST + 1]
+            b = node[FIRST + 2]
+            if a.__class__ is str and b.__class__ is str:
+                key = (node[FIRST], a, b)
+                f = self.memo.get(key)
+                if f is None:
+                    f = self._compare_leaves(node, a, b)
+                    self.memo[key] = f
+                return f
+        return self._compare_terms(node)
+
+    def _compare_leaves(self, node: SExpr, a: str, b: str) -> Formula:
+        kind = self.dialect.compare[node[FIRST]]
+        x = self.leaf(a, node, FIRST + 1)
+        y = self.leaf(b, node, FIRST + 2)
+        if kind is EQ:
+            return conj([self._pair(x, y, False, node), self._pair(y, x, False, node)])
+        if kind is GE or kind is GT:
+            x, y = y, x
+        return self._pair(x, y, kind is LT or kind is GT, node)
+
+    def _compare_terms(self, node: SExpr) -> Formula:
+        op = node[FIRST]
+        if len(node) != FIRST + 3:
+            n = len(node) - FIRST - 1
+            raise self._arity(node, op, "2 arguments", n, min(len(node), FIRST + 3))
+        kind = self.dialect.compare[op]
+        ta = self.term(node, FIRST + 1)
+        tb = self.term(node, FIRST + 2)
+        if kind is EQ:
+            return conj([self._diff(ta, tb, False, node), self._diff(tb, ta, False, node)])
+        if kind is GE or kind is GT:
+            ta, tb = tb, ta
+        return self._diff(ta, tb, kind is LT or kind is GT, node)
+
+    def _pair(self, x: int | float, y: int | float, strict: bool, node: SExpr) -> Formula:
+        """``x <= y`` (``<`` if strict) for leaves x, y."""
+        if x.__class__ is int:
+            if y.__class__ is int:
+                if x == y:
+                    return FALSE if strict else TRUE
+                if (x ^ y) < 0:
+                    raise self.fail(node, 0, "mixed input/output constraint unsupported")
+                if x < y:
+                    return _lin(((x, y), (1.0, -1.0), 0.0, strict))
+                return _lin(((y, x), (-1.0, 1.0), 0.0, strict))
+            return _lin(((x,), (1.0,), 0.0 - y, strict))
+        if y.__class__ is int:
+            return _lin(((y,), (-1.0,), x + 0.0, strict))
+        return TRUE if (x < y if strict else x <= y) else FALSE
+
+    def _diff(self, ta: tuple[dict, float], tb: tuple[dict, float], strict: bool,
+              node: SExpr) -> Formula:
+        """``ta - tb <= 0`` (``< 0`` if strict) for linear terms (coefficients, constant)."""
+        coefs = dict(ta[0])
+        for v, c in tb[0].items():
+            coefs[v] = coefs.get(v, 0.0) - c
+        const = ta[1] - tb[1] + 0.0   # + 0.0: no -0.0 in the output
+        items = sorted((v, c) for v, c in coefs.items() if c != 0.0)
+        if not all(-_MAX <= c <= _MAX for _, c in items) or not -_MAX <= const <= _MAX:
+            raise self.fail(node, 0, "arithmetic overflow: a coefficient is not finite")
+        if not items:
+            return TRUE if (const < 0.0 if strict else const <= 0.0) else FALSE
+        if items[0][0] < 0 <= items[-1][0]:
+            raise self.fail(node, 0, "mixed input/output constraint unsupported")
+        return Lin(tuple(v for v, _ in items), tuple(c for _, c in items), const, strict)
+
+    # ---- arithmetic ---------------------------------------------------------------------------
+    def term(self, parent: SExpr, j: int) -> tuple[dict[int, float], float]:
+        """The linear term parent[j] as (coefficients by code, constant)."""
+        node = parent[j]
+        if node.__class__ is str:
+            x = self.leaf(node, parent, j)
+            return ({}, x) if x.__class__ is float else ({x: 1.0}, 0.0)
+        self._check_arith(node)
+        stack: list[list] = [[node, FIRST + 1, []]]
+        while True:
+            frame = stack[-1]
+            node, i, args = frame
+            if i < len(node):
+                frame[1] = i + 1
+                child = node[i]
+                if child.__class__ is str:
+                    x = self.leaf(child, node, i)
+                    args.append(({}, x) if x.__class__ is float else ({x: 1.0}, 0.0))
+                else:
+                    self._check_arith(child)
+                    stack.append([child, FIRST + 1, []])
+                continue
+            stack.pop()
+            t = self._combine(node, args)
+            if not stack:
+                return t
+            stack[-1][2].append(t)
+
+    def _check_arith(self, node: SExpr) -> None:
+        h = node[FIRST] if len(node) > FIRST else None
+        if h.__class__ is not str or h not in ARITH:
+            raise self._unknown(node, "an arithmetic term")
+
+    def _combine(self, node: SExpr, args: list[tuple[dict, float]]) -> tuple[dict, float]:
+        op = node[FIRST]
+        if not args:
+            raise self._arity(node, op, "at least 1 argument", 0, len(node))
+        if op == "*":
+            variable = [t for t in args if t[0]]
+            if len(variable) > 1:
+                raise self.fail(node, 0, "non-linear term (POLY theory unsupported)")
+            scale = 1.0
+            for t in args:
+                if not t[0]:
+                    scale *= t[1]
+            if not variable:
+                return {}, scale
+            coefs, const = variable[0]
+            return {v: c * scale for v, c in coefs.items()}, const * scale
+        if op == "-" and len(args) == 1:
+            coefs, const = args[0]
+            return {v: -c for v, c in coefs.items()}, -const
+        sign = -1.0 if op == "-" else 1.0
+        coefs = dict(args[0][0])
+        const = args[0][1]
+        for t in args[1:]:
+            for v, c in t[0].items():
+                coefs[v] = coefs.get(v, 0.0) + sign * c
+            const += sign * t[1]
+        return coefs, const

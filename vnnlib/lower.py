@@ -1,0 +1,299 @@
+"""Lowering of a ``Query`` (either version) to the normal form ``Property``.
+
+1. The asserts are one conjunction.  Its top-level comparisons are the *common* part; its
+   disjunctions are expanded to DNF and multiplied out.  Common comparisons are never copied
+   into the terms, so "many bounds plus one ``or``" costs time linear in the text.
+2. Each DNF term splits into input comparisons and output comparisons (a comparison that mixes
+   both was refused by the front end).  Terms whose input parts are equal (as sets) form one
+   ``Case``; its region lists the terms' output conjunctions in order.  An empty output part is
+   the conjunct with zero rows: every output violates.
+3. An input comparison on one variable tightens the case's box; others become ``A_in`` rows.
+   Every input element needs a finite lower and upper bound in every case.  A case whose box
+   is empty (lo > hi somewhere) is dropped; when all are dropped, ``cases == ()``.
+
+Exactness: ``a*x + c <= 0`` with ``a = +-1`` gives the bound ``-c/a`` exactly.  For other ``a``
+the quotient may round; then the box bound is moved outward by one ulp (the box still contains
+the region) and the exact row is kept in ``A_in``.  Strict input comparisons (``x < c``) are
+relaxed to closed ones: a case's region is a closed superset of the written one, which keeps
+every ``unsat`` answer sound.  Output rows keep their ``strict`` flag.
+"""
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import numpy as np
+
+from .ast import And, Const, Formula, Lin, Or, Query
+from .property import Case, Conjunct, Property
+from .tokens import Source
+
+MAX_TERMS = 2_000_000   # DNF terms kept before giving up (memory: ~100 bytes each)
+
+Term = tuple  # tuple[Lin, ...]
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def lower(q: Query, src: Source) -> Property:
+    """The normal form of q; errors point into src."""
+    n_in, n_out = q.n_in, q.n_out
+    common: list[Lin] = []
+    ors: list[tuple[Formula, int]] = []
+    unsat = False
+    for k, f in enumerate(q.asserts):
+        stack = [f]
+        while stack:
+            g = stack.pop()
+            cls = g.__class__
+            if cls is Lin:
+                common.append(g)
+            elif cls is And:
+                stack.extend(reversed(g.args))
+            elif cls is Or:
+                ors.append((g, k))
+            elif not g.value:
+                unsat = True
+    cases: tuple[Case, ...] = ()
+    if not unsat:
+        terms = _multiply(ors, q, src)
+        if terms:
+            cases = _cases(q, src, common, _group(terms), n_in, n_out)
+    return Property(cases=cases, inputs=q.inputs, outputs=q.outputs, version=q.version,
+                    network=q.network, n_in=n_in, n_out=n_out)
+
+
+# ---- DNF ----------------------------------------------------------------------------------------
+def _multiply(ors: list[tuple[Formula, int]], q: Query, src: Source) -> list[Term]:
+    """The DNF terms of the conjunction of ors (``[()]``, one empty term, when there is none)."""
+    terms: list[Term] = [()]
+    for f, k in ors:
+        try:
+            d = dnf(f)
+            if len(terms) * len(d) > MAX_TERMS:
+                raise _TooLarge
+        except _TooLarge:
+            raise src.error(q.assert_tokens[k], f"disjunctive normal form too large (more than "
+                                                f"{MAX_TERMS} terms)") from None
+        terms = d if terms == [()] else [t + u for t in terms for u in d]
+    return terms
+
+
+def dnf(root: Formula) -> list[Term]:
+    """The DNF of root: a list of terms (tuples of Lin); [] is false, [()] is true.
+
+    Iterative.  In an And, plain comparisons are collected once and prefixed to the product of
+    the other arguments' DNFs.
+    """
+    if root.__class__ is Lin:
+        return [(root,)]
+    if root.__class__ is Const:
+        return [()] if root.value else []
+    stack = [_frame(root)]
+    while True:
+        frame = stack[-1]
+        node, i, acc, lits = frame
+        if i < len(node.args):
+            frame[1] = i + 1
+            child = node.args[i]
+            cls = child.__class__
+            if cls is Lin:
+                if lits is None:
+                    acc.append((child,))
+                else:
+                    lits.append(child)
+            elif cls is And and lits is None and _all_lin(child.args):
+                acc.append(child.args)       # the common "or of ands of comparisons"
+            elif cls is Const:
+                if child.value and lits is None:
+                    acc.append(())
+                elif not child.value and lits is not None:
+                    frame[2] = []
+            else:
+                stack.append(_frame(child))
+            continue
+        stack.pop()
+        if lits:
+            prefix = tuple(lits)
+            acc = [prefix + t for t in acc]
+        if not stack:
+            return acc
+        parent = stack[-1]
+        if parent[3] is None:        # Or: union
+            parent[2].extend(acc)
+        else:                        # And: product
+            if len(parent[2]) * len(acc) > MAX_TERMS:
+                raise _TooLarge
+            parent[2] = [t + u for t in parent[2] for u in acc]
+        if len(parent[2]) > MAX_TERMS:
+            raise _TooLarge
+
+
+def _all_lin(args: tuple) -> bool:
+    for a in args:
+        if a.__class__ is not Lin:
+            return False
+    return True
+
+
+def _frame(node: Formula) -> list:
+    """[node, next argument, accumulated terms, collected comparisons (None for an Or)]."""
+    if node.__class__ is And:
+        return [node, 0, [()], []]
+    return [node, 0, [], None]
+
+
+def _group(terms: list[Term]) -> list[tuple[list[Lin], list[list[Lin]]]]:
+    """[(input comparisons, [output comparisons of each term])] grouped by input part."""
+    index: dict[frozenset, int] = {}
+    groups: list[tuple[list[Lin], list[list[Lin]]]] = []
+    for t in terms:
+        tin: list[Lin] = []
+        tout: list[Lin] = []
+        for lin in t:
+            (tin if lin.vars[0] >= 0 else tout).append(lin)
+        key = frozenset(tin)
+        g = index.get(key)
+        if g is None:
+            index[key] = g = len(groups)
+            groups.append((tin, []))
+        groups[g][1].append(tout)
+    return groups
+
+
+# ---- cases --------------------------------------------------------------------------------------
+class _Bounds:
+    """Box updates and extra rows collected in plain lists, applied with numpy at the end."""
+
+    def __init__(self) -> None:
+        self.lo: tuple[list, list, list] = ([], [], [])   # (case, var, value)
+        self.hi: tuple[list, list, list] = ([], [], [])
+
+    def add(self, g: int, lins: list[Lin]) -> list[Lin]:
+        """Record lins for case g; return those that become A_in rows."""
+        rows: list[Lin] = []
+        for lin in lins:
+            if len(lin.vars) > 1:
+                rows.append(lin)
+                continue
+            v, a, c = lin.vars[0], lin.coefs[0], lin.const
+            if a == 1.0:
+                b, exact = -c, True
+            elif a == -1.0:
+                b, exact = c, True
+            else:
+                b = -c / a      # may overflow to +-inf: then "no bound" is reported
+                exact = math.isfinite(b) and Fraction(-c) / Fraction(a) == Fraction(b)
+                if not exact:
+                    b = float(np.nextafter(b, np.inf if a > 0 else -np.inf))
+                    rows.append(lin)
+            b += 0.0    # no -0.0 in the box
+            side = self.hi if a > 0 else self.lo
+            side[0].append(g)
+            side[1].append(v)
+            side[2].append(b)
+        return rows
+
+    def apply(self, lo: np.ndarray, hi: np.ndarray) -> None:
+        """Tighten lo, hi ((cases, n_in)) in place with the recorded bounds."""
+        for arr, (g, v, b), ufunc in ((lo, self.lo, np.maximum), (hi, self.hi, np.minimum)):
+            if g:
+                ufunc.at(arr, (np.asarray(g, dtype=np.intp), np.asarray(v, dtype=np.intp)),
+                         np.asarray(b, dtype=np.float64))
+
+
+def _cases(q: Query, src: Source, common: list[Lin],
+           groups: list[tuple[list[Lin], list[list[Lin]]]], n_in: int, n_out: int
+           ) -> tuple[Case, ...]:
+    common_in = [lin for lin in common if lin.vars[0] >= 0]
+    common_out = [lin for lin in common if lin.vars[0] < 0]
+    G = len(groups)
+    bounds = _Bounds()
+    rows_common = bounds.add(0, common_in)
+    lo = np.full((1, n_in), -np.inf)
+    hi = np.full((1, n_in), np.inf)
+    bounds.apply(lo, hi)
+    bounds = _Bounds()
+    rows_by_case = [rows_common + bounds.add(g, tin) for g, (tin, _) in enumerate(groups)]
+    LO = np.repeat(lo, G, axis=0)
+    HI = np.repeat(hi, G, axis=0)
+    bounds.apply(LO, HI)
+
+    keep = np.flatnonzero(~(LO > HI).any(axis=1))
+    _check_bounded(q, src, LO[keep], HI[keep], keep, G)
+    LO.flags.writeable = False
+    HI.flags.writeable = False
+    regions = _regions(common_out, [groups[g][1] for g in keep], n_out)
+    return tuple(
+        Case(LO[g], HI[g], region, *_rows(rows_by_case[g], n_in))
+        for g, region in zip(keep.tolist(), regions)
+    )
+
+
+def _check_bounded(q: Query, src: Source, lo: np.ndarray, hi: np.ndarray, keep: np.ndarray,
+                   G: int) -> None:
+    for arr, what in ((lo, "lower"), (hi, "upper")):
+        bad = np.argwhere(~np.isfinite(arr))
+        if len(bad):
+            c, v = (int(i) for i in bad[0])
+            where = f" in case {int(keep[c]) + 1} of {G}" if G > 1 else ""
+            raise src.error(q.element_token(v),
+                            f"input {q.element_name(v)} has no {what} bound{where}")
+
+
+def _rows(lins: list[Lin], n_in: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(A_in, b_in) for input comparisons ``a.x + c <= 0`` -> ``a.x <= -c``; None if none."""
+    if not lins:
+        return None, None
+    A = np.zeros((len(lins), n_in))
+    for r, lin in enumerate(lins):
+        A[r, list(lin.vars)] = lin.coefs
+    b = np.array([-lin.const for lin in lins])
+    A.flags.writeable = False
+    b.flags.writeable = False
+    return A, b
+
+
+def _regions(common_out: list[Lin], per_case: list[list[list[Lin]]], n_out: int
+             ) -> list[tuple[Conjunct, ...]]:
+    """One region per case: a Conjunct per term, rows = common + the term's output rows.
+
+    All rows go into one (R, n_out) matrix built once; conjuncts are read-only views of it.
+    """
+    ri: list[int] = []
+    ci: list[int] = []
+    vals: list[float] = []
+    d: list[float] = []
+    strict: list[bool] = []
+    spans: list[list[tuple[int, int]]] = []
+    r = 0
+    for terms in per_case:
+        case_spans = []
+        for tout in terms:
+            start = r
+            for lins in (common_out, tout):
+                for vs, cs, c, st in lins:
+                    if len(vs) == 1:
+                        ri.append(r)
+                        ci.append(~vs[0])
+                        vals.append(cs[0])
+                    else:
+                        for v, a in zip(vs, cs):
+                            ri.append(r)
+                            ci.append(~v)
+                            vals.append(a)
+                    d.append(c)
+                    strict.append(st)
+                    r += 1
+            case_spans.append((start, r))
+        spans.append(case_spans)
+    C = np.zeros((r, n_out))
+    C[ri, ci] = vals
+    D = np.array(d, dtype=np.float64)
+    S = np.array(strict, dtype=bool)
+    for arr in (C, D, S):
+        arr.flags.writeable = False
+    return [tuple(Conjunct(C[s:e], D[s:e], S[s:e]) for s, e in case_spans)
+            for case_spans in spans]
