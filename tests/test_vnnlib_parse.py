@@ -223,6 +223,17 @@ def test_non_ascii_digits_are_not_numbers():
         parse_text(v1(1, 1, box1([0], [1]) + "(assert (<= Y_0 1\u0663))"))
 
 
+@pytest.mark.parametrize("spelling", ["(<= Y_0 Y_1)", "( <= Y_0 Y_1 )", "(<=\n  Y_0\n  Y_1)",
+                                      "(<= Y_0 ; comment\n Y_1)", "(<= (+ Y_0) Y_1)"])
+def test_comparison_spellings_agree(spelling):
+    """One-line comparisons are single tokens (fast path); other spellings take the general
+    path.  Both must give the same rows."""
+    p = parse_text(v1(1, 2, box1([0], [1]) + f"(assert (or {spelling} (>= Y_0 2.5)))"))
+    a, b = p.cases[0].region
+    assert rows(a) == [((1.0, -1.0), 0.0, False)]
+    assert rows(b) == [((-1.0, 0.0), 2.5, False)]
+
+
 def test_arrays_are_float64_and_read_only():
     p = parse_text(v1(1, 1, box1([0], [1]) + "(assert (<= Y_0 0))"))
     case = p.cases[0]
@@ -284,8 +295,11 @@ def test_v2_scalar_output_bare_name_and_minor_version():
 
 def test_v2_index_with_spaces_and_multiplication():
     p = parse_text(V2_HEADER + v2_box() + """
-        (assert (<= (* 2.0 Y [0, 1] 0.5) (* -1 (- Y[0,0]))))""")
-    assert rows(p.cases[0].region[0]) == [((-1.0, 1.0), 0.0, False)]
+        (assert (<= (* 2.0 Y [0, 1] 0.5) (* -1 (- Y[0,0]))))
+        (assert (<= Y[0, 1] 7))
+        (assert (<= Y [ 0 , 1 ] 8))""")
+    assert rows(p.cases[0].region[0]) == [((-1.0, 1.0), 0.0, False), ((0.0, 1.0), -8.0, False),
+                                          ((0.0, 1.0), -7.0, False)]
 
 
 def test_v2_same_property_as_v1():

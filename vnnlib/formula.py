@@ -9,6 +9,7 @@ All walks are iterative: formulas and terms may nest to any depth.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -23,9 +24,34 @@ CONNECTIVES = ("and", "or")
 ARITH = frozenset(("+", "-", "*"))
 
 
+_MIXED = "mixed input/output constraint unsupported"
+
+
 def _lin(fields: tuple) -> Lin:
     """Lin(*fields) without NamedTuple's Python-level __new__ (hot path)."""
     return tuple.__new__(Lin, fields)
+
+
+def _pair(x: int | float, y: int | float, strict: bool) -> Formula | None:
+    """``x <= y`` (``<`` if strict) for leaves x, y; None when it mixes inputs and outputs."""
+    if x.__class__ is int:
+        if y.__class__ is int:
+            if x == y:
+                return FALSE if strict else TRUE
+            if (x ^ y) < 0:
+                return None
+            if x < y:
+                return _lin(((x, y), (1.0, -1.0), 0.0, strict))
+            return _lin(((y, x), (-1.0, 1.0), 0.0, strict))
+        return _lin(((x,), (1.0,), 0.0 - y, strict))
+    if y.__class__ is int:
+        return _lin(((y,), (-1.0,), x + 0.0, strict))
+    return TRUE if (x < y if strict else x <= y) else FALSE
+
+
+def _part(tok: str, i: int) -> int:
+    """Character offset of part i (0: the operator) of the simple comparison tok."""
+    return 1 if i == 0 else [m.start() for m in re.finditer(r"\S+", tok)][i]
 
 
 class SymbolError(Exception):
@@ -73,13 +99,16 @@ class Converter:
         self.dialect = dialect
         self.resolve = resolve
         self.codes: dict[str, int] = {}
-        self.memo: dict[tuple[str, str, str], Formula] = {}
+        self.memo: dict[str, Formula] = {}
 
     # ---- errors -------------------------------------------------------------------------------
-    def fail(self, node: SExpr, j: int, message: str) -> Exception:
-        """The error for item j of node (j == len(node): its ')'; j < FIRST: its '(')."""
+    def fail(self, node: SExpr, j: int, message: str, delta: int = 0) -> Exception:
+        """The error for item j of node (j == len(node): its ')'; j < FIRST: its '(').
+
+        delta: character offset inside that item's token (a part of a simple comparison).
+        """
         k = node[0] if j < FIRST else token_index(node, j)
-        return self.src.error(k, message)
+        return self.src.error(k, message, delta)
 
     def _arity(self, node: SExpr, op: str, expected: str, got: int, extra_at: int) -> Exception:
         return self.fail(node, extra_at, f"'{op}' takes {expected}, got {got}")
@@ -91,33 +120,45 @@ class Converter:
         h = node[FIRST]
         if h.__class__ is list:
             return self.fail(node, FIRST, f"expected an operator, got a list ({what} expected)")
-        if h in self.dialect.refuse:
-            return self.fail(node, FIRST, self.dialect.refuse[h])
-        return self.fail(node, FIRST, f"unknown operator '{h}' ({what} expected)")
+        return self.fail(node, FIRST, self._refusal(h, what))
+
+    def _refusal(self, op: str, what: str) -> str:
+        """The message for operator op where what is expected."""
+        if op in self.dialect.refuse:
+            return self.dialect.refuse[op]
+        return f"unknown operator '{op}' ({what} expected)"
 
     # ---- leaves -------------------------------------------------------------------------------
-    def leaf(self, tok: str, node: SExpr, j: int) -> int | float:
-        """A number (float) or a variable code (int) for atom tok = node[j]."""
+    def value(self, tok: str) -> int | float:
+        """A number (float) or a variable code (int) for atom tok; SymbolError if neither."""
         code = self.codes.get(tok)
         if code is not None:
             return code
-        try:
-            v = parse_number(tok)
-            if v is not None:
-                return v
-            if tok[0] in '"[]':
-                raise SymbolError(f"unexpected token {tok!r}")
-            code = self.resolve(tok)
-        except SymbolError as e:
-            raise self.fail(node, j, str(e)) from None
+        v = parse_number(tok)
+        if v is not None:
+            return v
+        if tok[0] in '"[]':
+            raise SymbolError(f"unexpected token {tok!r}")
+        if tok[0] == "(":
+            raise SymbolError(f"expected an arithmetic term, got the comparison {tok}")
+        code = self.resolve(tok)
         self.codes[tok] = code
         return code
+
+    def leaf(self, tok: str, node: SExpr, j: int) -> int | float:
+        """value(tok) for atom tok = node[j], errors positioned there."""
+        try:
+            return self.value(tok)
+        except SymbolError as e:
+            raise self.fail(node, j, str(e)) from None
 
     # ---- formulas -----------------------------------------------------------------------------
     def formula(self, parent: SExpr, j: int) -> Formula:
         """The formula parent[j] (an assert body, say)."""
         node = parent[j]
         if node.__class__ is str:
+            if node[0] == "(":
+                return self.simple(parent, j)
             raise self.fail(parent, j, f"expected a formula, got {node!r}")
         h = node[FIRST] if len(node) > FIRST else None
         if h.__class__ is str and h in self.dialect.compare:
@@ -125,68 +166,83 @@ class Converter:
         if h not in CONNECTIVES:
             raise self._unknown(node, "a formula")
         compare_ops = self.dialect.compare
+        memo = self.memo
         stack: list[list] = [[node, FIRST + 1, []]]
-        while True:
+        while stack:
             frame = stack[-1]
             node, i, args = frame
-            if i < len(node):
-                frame[1] = i + 1
+            n = len(node)
+            while i < n:
                 child = node[i]
-                if child.__class__ is list and len(child) > FIRST:
-                    h = child[FIRST]
-                    if h.__class__ is str:
-                        if h in compare_ops:
-                            args.append(self.compare(child))
-                            continue
-                        if h == "and" or h == "or":
-                            stack.append([child, FIRST + 1, []])
-                            continue
+                i += 1
                 if child.__class__ is str:
-                    raise self.fail(node, i, f"expected a formula, got {child!r}")
-                raise self._unknown(child, "a formula")
-            stack.pop()
-            op = node[FIRST]
-            if not args:
-                raise self._arity(node, op, "at least 1 argument", 0, len(node))
-            f = conj(args) if op == "and" else disj(args)
-            if not stack:
-                return f
-            stack[-1][2].append(f)
+                    if child[0] != "(":
+                        raise self.fail(node, i - 1, f"expected a formula, got {child!r}")
+                    f = memo.get(child)
+                    args.append(f if f is not None else self.simple(node, i - 1))
+                    continue
+                h = child[FIRST] if len(child) > FIRST else None
+                if h.__class__ is str and h in compare_ops:
+                    args.append(self.compare(child))
+                elif h == "and" or h == "or":
+                    frame[1] = i
+                    stack.append([child, FIRST + 1, []])
+                    break
+                else:
+                    raise self._unknown(child, "a formula")
+            else:
+                stack.pop()
+                op = node[FIRST]
+                if not args:
+                    raise self._arity(node, op, "at least 1 argument", 0, len(node))
+                f = conj(args) if op == "and" else disj(args)
+                if not stack:
+                    return f
+                stack[-1][2].append(f)
+        raise AssertionError("unreachable")
+
+    def simple(self, parent: SExpr, j: int) -> Formula:
+        """The simple-comparison token ``parent[j]`` = ``"(op a b)"`` (see ``tokens``).
+
+        Memoised by its text: large specs repeat comparisons (every input bound of nn4sys
+        appears twice).
+        """
+        tok = parent[j]
+        f = self.memo.get(tok)
+        if f is not None:
+            return f
+        op, a, b = tok[1:-1].split()
+        kind = self.dialect.compare.get(op)
+        if kind is None:
+            raise self.fail(parent, j, self._refusal(op, "a formula"), 1)
+        try:
+            x = self.value(a)
+        except SymbolError as e:
+            raise self.fail(parent, j, str(e), _part(tok, 1)) from None
+        try:
+            y = self.value(b)
+        except SymbolError as e:
+            raise self.fail(parent, j, str(e), _part(tok, 2)) from None
+        f = self._leaves(kind, x, y)
+        if f is None:
+            raise self.fail(parent, j, _MIXED)
+        self.memo[tok] = f
+        return f
 
     def compare(self, node: SExpr) -> Formula:
-        """A comparison node ``(op a b)``.
-
-        Comparisons between two atoms (nearly all of them in practice) are memoised by their
-        token text: large specs repeat them, e.g. every input bound of nn4sys appears twice.
-        """
-        if len(node) == FIRST + 3:
-            a = node[FIRST + 1]
-            b = node[FIRST + 2]
-            if a.__class__ is str and b.__class__ is str:
-                key = (node[FIRST], a, b)
-                f = self.memo.get(key)
-                if f is None:
-                    f = self._compare_leaves(node, a, b)
-                    self.memo[key] = f
-                return f
-        return self._compare_terms(node)
-
-    def _compare_leaves(self, node: SExpr, a: str, b: str) -> Formula:
-        kind = self.dialect.compare[node[FIRST]]
-        x = self.leaf(a, node, FIRST + 1)
-        y = self.leaf(b, node, FIRST + 2)
-        if kind is EQ:
-            return conj([self._pair(x, y, False, node), self._pair(y, x, False, node)])
-        if kind is GE or kind is GT:
-            x, y = y, x
-        return self._pair(x, y, kind is LT or kind is GT, node)
-
-    def _compare_terms(self, node: SExpr) -> Formula:
+        """A comparison node ``(op a b)`` that is not a simple-comparison token."""
         op = node[FIRST]
         if len(node) != FIRST + 3:
             n = len(node) - FIRST - 1
             raise self._arity(node, op, "2 arguments", n, min(len(node), FIRST + 3))
         kind = self.dialect.compare[op]
+        a = node[FIRST + 1]
+        b = node[FIRST + 2]
+        if a.__class__ is str and b.__class__ is str and a[0] != "(" and b[0] != "(":
+            f = self._leaves(kind, self.leaf(a, node, FIRST + 1), self.leaf(b, node, FIRST + 2))
+            if f is None:
+                raise self.fail(node, 0, _MIXED)
+            return f
         ta = self.term(node, FIRST + 1)
         tb = self.term(node, FIRST + 2)
         if kind is EQ:
@@ -195,21 +251,15 @@ class Converter:
             ta, tb = tb, ta
         return self._diff(ta, tb, kind is LT or kind is GT, node)
 
-    def _pair(self, x: int | float, y: int | float, strict: bool, node: SExpr) -> Formula:
-        """``x <= y`` (``<`` if strict) for leaves x, y."""
-        if x.__class__ is int:
-            if y.__class__ is int:
-                if x == y:
-                    return FALSE if strict else TRUE
-                if (x ^ y) < 0:
-                    raise self.fail(node, 0, "mixed input/output constraint unsupported")
-                if x < y:
-                    return _lin(((x, y), (1.0, -1.0), 0.0, strict))
-                return _lin(((y, x), (-1.0, 1.0), 0.0, strict))
-            return _lin(((x,), (1.0,), 0.0 - y, strict))
-        if y.__class__ is int:
-            return _lin(((y,), (-1.0,), x + 0.0, strict))
-        return TRUE if (x < y if strict else x <= y) else FALSE
+    @staticmethod
+    def _leaves(kind: str, x: int | float, y: int | float) -> Formula | None:
+        """``x kind y`` for leaves (codes or numbers); None when it mixes inputs and outputs."""
+        if kind is EQ:
+            f, g = _pair(x, y, False), _pair(y, x, False)
+            return None if f is None or g is None else conj([f, g])
+        if kind is GE or kind is GT:
+            x, y = y, x
+        return _pair(x, y, kind is LT or kind is GT)
 
     def _diff(self, ta: tuple[dict, float], tb: tuple[dict, float], strict: bool,
               node: SExpr) -> Formula:
@@ -224,7 +274,7 @@ class Converter:
         if not items:
             return TRUE if (const < 0.0 if strict else const <= 0.0) else FALSE
         if items[0][0] < 0 <= items[-1][0]:
-            raise self.fail(node, 0, "mixed input/output constraint unsupported")
+            raise self.fail(node, 0, _MIXED)
         return Lin(tuple(v for v, _ in items), tuple(c for _, c in items), const, strict)
 
     # ---- arithmetic ---------------------------------------------------------------------------

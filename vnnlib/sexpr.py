@@ -1,8 +1,10 @@
 """S-expressions, built iteratively (nesting depth is unbounded: no recursion).
 
 A list node is a Python list ``[open, close, item0, item1, ...]``: ``open`` and ``close`` are
-the token indices of its parentheses, the items are atoms (``str``) or list nodes.  Atoms carry
-no position; ``token_index`` recovers it from the enclosing list when an error needs it.  The
+the token indices of its parentheses, the items are atoms (``str``) or list nodes.  A one-line
+comparison ``(<= X_0 1)`` is a single token (see ``tokens``), hence an atom here that starts
+with ``(``.  Atoms carry no position; ``token_index`` recovers it from the enclosing list when
+an error needs it.  The
 root is ``[-1, len(tokens), top-level items...]``.
 """
 from __future__ import annotations
