@@ -4,7 +4,7 @@ The attack only proposes candidates; confirm.confirm_sat decides.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -22,6 +22,7 @@ class AttackConfig:
     steps: int = 40
     step_frac: float = 0.1   # first step as a fraction of the box width (decays to ~1/20 of it)
     max_points: int = 65536  # points evaluated at once (memory)
+    budget_points: int = 100_000  # samples over all cases: many cases get fewer each
 
 
 def _objective(graph: Graph, sp: Cases, x: Tensor) -> Tensor:
@@ -40,6 +41,9 @@ def attack(graph: Graph, sp: Cases, deadline: Deadline, cfg: AttackConfig = Atta
     """Best point found per subproblem and its violation: ((P, *in), (P,))."""
     P = len(sp)
     in_size = sp.lo[0].numel() if P else 0
+    if P:
+        samples = max(1, min(cfg.samples, cfg.budget_points // P))
+        cfg = replace(cfg, samples=samples, restarts=max(1, min(cfg.restarts, samples)))
     best_x, best_v = sp.lo.clone(), torch.full((P,), float("inf"), dtype=sp.lo.dtype, device=sp.lo.device)
     step = _chunks(P, max(cfg.samples, cfg.restarts), in_size, cfg)
     for s in range(0, P, step):

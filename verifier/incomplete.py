@@ -20,10 +20,10 @@ def ibp_lower(graph: Graph, sp: Cases) -> Tensor:
     return (sp.C.clamp(min=0) * ylo + sp.C.clamp(max=0) * yhi).sum(-1) + sp.d
 
 
-def crown_lower(graph: Graph, sp: Cases) -> tuple[Tensor, dict]:
+def crown_lower(graph: Graph, sp: Cases, deadline: Deadline | None = None) -> tuple[Tensor, dict]:
     """(P, k) CROWN lower bounds of the rows, and the intermediate bounds used."""
     with torch.no_grad():
-        pre = crown_intermediate(graph, sp.lo, sp.hi)
+        pre = crown_intermediate(graph, sp.lo, sp.hi, deadline=deadline)
         lb = crown_output(graph, sp.lo, sp.hi, sp.C, pre) + sp.d
     return lb, pre
 

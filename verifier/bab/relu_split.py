@@ -10,6 +10,7 @@ its coefficient in the weakest open row, is largest (an estimate of what the spl
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,7 +68,7 @@ def _bound(q, d: Domains, alpha_iters: int):
     cs = d.cs
     record: dict = {}
     with torch.no_grad():
-        pre = crown_intermediate(q.graph, cs.lo, cs.hi, fixed=_clamps(d))
+        pre = crown_intermediate(q.graph, cs.lo, cs.hi, fixed=_clamps(d), deadline=q.deadline)
         lb = crown_output(q.graph, cs.lo, cs.hi, cs.C, pre, record=record) + cs.d
     if alpha_iters > 0:
         from dataclasses import replace
@@ -138,7 +139,7 @@ def relu_split_bab(q, cases: Cases) -> Result:
     stack = [Domains(cases, splits, None)]
     rounds, domains = 0, 0
     progress = Progress()
-    batch_size = max(8, min(cfg.batch, int(4e7 // max(1, q.graph.input_size * 64))))
+    batch_size = 16  # grown while a round stays short, so the deadline is checked often
     while stack:
         q.deadline.check()
         queue = _join(stack)
@@ -147,7 +148,13 @@ def relu_split_bab(q, cases: Cases) -> Result:
         take = min(batch_size, len(queue))
         batch = queue.take(np.arange(len(queue) - take, len(queue)))
         stack = [queue.take(np.arange(0, len(queue) - take))] if len(queue) > take else []
+        t0 = time.monotonic()
         lb, record, pre = _bound(q, batch, alpha_iters=q.cfg.bab_alpha_iterations)
+        spent = time.monotonic() - t0
+        if spent < 0.5 and take == batch_size:
+            batch_size = min(cfg.batch, batch_size * 2)
+        elif spent > 2.0:
+            batch_size = max(4, batch_size // 2)
         cs = batch.cs
         valid = cs.valid & ~conjuncts_refuted(cs, lb, q.tol)
         open_ = valid.any(-1)

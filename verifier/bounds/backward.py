@@ -93,7 +93,7 @@ def activation_inputs(graph: Graph) -> list[Node]:
 
 
 def _bounds_of_value(graph: Graph, lo: Tensor, hi: Tensor, value: str, prior: tuple[Tensor, Tensor],
-                     relax: Relaxation, budget_elems: int) -> tuple[Tensor, Tensor]:
+                     relax: Relaxation, budget_elems: int, deadline=None) -> tuple[Tensor, Tensor]:
     """CROWN bounds of the elements of `value` whose prior interval straddles 0; the others keep
     their prior bounds.  Each domain b gets objective rows only for its own unstable elements
     (padded to the batch's largest count U), so small, mostly stable domains cost little."""
@@ -112,6 +112,8 @@ def _bounds_of_value(graph: Graph, lo: Tensor, hi: Tensor, value: str, prior: tu
     new_lo, new_hi = flat_lo.clone(), flat_hi.clone()
     batch = torch.arange(B, device=plo.device).unsqueeze(1)
     for start in range(0, U, chunk):
+        if deadline is not None:
+            deadline.check()
         idx, ok = order[:, start:start + chunk], live[:, start:start + chunk]
         k = idx.shape[1]
         rows = torch.arange(k, device=plo.device).unsqueeze(0)
@@ -128,12 +130,13 @@ def _bounds_of_value(graph: Graph, lo: Tensor, hi: Tensor, value: str, prior: tu
 
 def crown_intermediate(graph: Graph, lo: Tensor, hi: Tensor, ibp: Bounds | None = None,
                        fixed: Mapping[str, tuple[Tensor, Tensor]] | None = None,
-                       budget_elems: int = 40_000_000) -> dict[str, tuple[Tensor, Tensor]]:
+                       budget_elems: int = 40_000_000, deadline=None) -> dict[str, tuple[Tensor, Tensor]]:
     """Bounds on the input of every activation, by back-substitution layer after layer.
 
     Returns pre[act_name] = (lo, hi) of the activation's input, (B, *shape).  fixed: bounds to
     intersect with (e.g. split decisions clamping a neuron's input to >= 0 or <= 0), keyed by
-    activation name; they are applied before later layers use them.
+    activation name; they are applied before later layers use them.  deadline: checked between
+    back-substitution chunks (raises OutOfTime).
     """
     ibp = interval_bounds(graph, lo, hi) if ibp is None else ibp
     pre: dict[str, tuple[Tensor, Tensor]] = {}
@@ -144,7 +147,7 @@ def crown_intermediate(graph: Graph, lo: Tensor, hi: Tensor, ibp: Bounds | None 
         prior = ibp[act.inputs[0]]
         if fixed is not None and act.name in fixed:
             prior = (torch.maximum(prior[0], fixed[act.name][0]), torch.minimum(prior[1], fixed[act.name][1]))
-        plo, phi = _bounds_of_value(graph, lo, hi, act.inputs[0], prior, Relaxation(pre), budget_elems)
+        plo, phi = _bounds_of_value(graph, lo, hi, act.inputs[0], prior, Relaxation(pre), budget_elems, deadline)
         if fixed is not None and act.name in fixed:
             plo, phi = torch.maximum(plo, fixed[act.name][0]), torch.minimum(phi, fixed[act.name][1])
         pre[act.name] = (plo, phi)
