@@ -47,14 +47,14 @@ def _take(p: Pending, idx: np.ndarray) -> Pending:
     return Pending(p.cs.select(idx), pre)
 
 
-def _bound(graph, p: Pending, method: str):
+def _bound(graph, p: Pending, method: str, deadline):
     record: dict = {}
     cs = p.cs
     with torch.no_grad():
         if method == "forward":
             pre = forward_bounds(graph, cs.lo, cs.hi, fixed=p.pre)
         else:
-            pre = crown_intermediate(graph, cs.lo, cs.hi, fixed=p.pre)
+            pre = crown_intermediate(graph, cs.lo, cs.hi, fixed=p.pre, deadline=deadline)
         lb = crown_output(graph, cs.lo, cs.hi, cs.C, pre, record=record) + cs.d
     return lb, record[graph.input_name], pre
 
@@ -99,7 +99,7 @@ def input_split_bab(q, cases: Cases) -> Result:
         take = min(cfg.batch, len(queue))
         batch = _take(queue, np.arange(len(queue) - take, len(queue)))
         stack = [_take(queue, np.arange(0, len(queue) - take))] if len(queue) > take else []
-        lb, A_in, pre = _bound(q.graph, batch, cfg.input_split_bounds)
+        lb, A_in, pre = _bound(q.graph, batch, cfg.input_split_bounds, q.deadline)
         cs = batch.cs
         valid = cs.valid & ~conjuncts_refuted(cs, lb, q.tol)
         cs = Cases(cs.lo, cs.hi, cs.C, cs.d, cs.member, valid, cs.case)

@@ -49,6 +49,8 @@ def parser() -> argparse.ArgumentParser:
                    help="an earlier results.csv to show beside this run (repeatable)")
     p.add_argument("--verifier-cmd", metavar="CMD",
                    help="command prefix replacing 'python -m verifier', e.g. 'python tests/fake_verifier.py'")
+    p.add_argument("--verifier-args", default="", metavar="ARGS",
+                   help="extra options appended to every verify command; write it with = since they start with dashes: --verifier-args=\"--no-bab\" (the incomplete engine alone)")
     p.add_argument("--dry-run", action="store_true", help="print the commands that would run, run nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress output on stderr")
     return p
@@ -62,7 +64,7 @@ def main(argv: list[str]) -> int:
         print(f"verifier bench: {e}", file=sys.stderr)
         return EXIT_USAGE
     verifier = tuple(shlex.split(args.verifier_cmd)) if args.verifier_cmd else (sys.executable, "-m", "verifier")
-    cfg = RunConfig(verifier, args.timeout_cap, args.grace, args.cpus_per_task)
+    cfg = RunConfig(verifier, args.timeout_cap, args.grace, args.cpus_per_task, tuple(shlex.split(args.verifier_args)))
     if args.dry_run:
         for inst in instances:
             print(shlex.join(command(inst, cfg)))

@@ -38,6 +38,7 @@ class RunConfig:
     timeout_cap: float | None = None
     grace: float = 10.0
     cpus_per_task: float = 1.0  # Ray only: resources one task reserves
+    extra: tuple[str, ...] = ()  # options appended to every verify command (e.g. --no-bab)
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ def command(inst: Instance, cfg: RunConfig) -> list[str]:
     limit = time_limit(inst, cfg)
     seconds = str(int(limit)) if float(limit).is_integer() else repr(float(limit))
     network = f"{network_name(inst.spec)}={inst.onnx_path}"
-    return [*cfg.verifier, "verify", str(inst.spec), "--network", network, "--timeout", seconds]
+    return [*cfg.verifier, "verify", str(inst.spec), "--network", network, "--timeout", seconds, *cfg.extra]
 
 
 class Processes:

@@ -72,9 +72,9 @@ def backward_lower(graph: Graph, lo: Tensor, hi: Tensor, start: str, C: Tensor,
             lw, lb, uw, ub = (t.unsqueeze(1) for t in (lw, lb, uw, ub))
             if relax.slopes is not None and node.name in relax.slopes:
                 lw, lb = rule.lower_with_slope(node, plo.unsqueeze(1), phi.unsqueeze(1), relax.slopes[node.name])
-            pos, neg = a.clamp(min=0), a.clamp(max=0)
-            const = const + (pos * lb + neg * ub).flatten(2).sum(-1)
-            g = pos * lw + neg * uw
+            up = a < 0  # a negative coefficient takes the upper plane, a positive one the lower
+            const = const + (a * torch.where(up, ub, lb)).flatten(2).sum(-1)
+            g = a * torch.where(up, uw, lw)
             name = node.inputs[0]
             A[name] = A[name] + g if name in A else g
     a = A.pop(graph.input_name, None)
