@@ -188,7 +188,8 @@ def cmd_verify(args, started: float) -> int:
         else:
             _print_assignment(blocks)
     sys.stdout.flush()
-    logging.getLogger("verifier").info("%s in %.2f s", result.verdict.value, time.monotonic() - started)
+    logging.getLogger("verifier").info("%s in %.2f s%s", result.verdict.value, time.monotonic() - started,
+                                       f" ({result.reason})" if result.reason else "")
     return 0
 
 

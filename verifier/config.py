@@ -25,5 +25,5 @@ class VerifyConfig:
     attack: AttackConfig = field(default_factory=AttackConfig)
     alpha_cfg: AlphaConfig = field(default_factory=AlphaConfig)
     bab: BabConfig = field(default_factory=BabConfig)
-    bab_alpha_iterations: int = 0  # alpha-CROWN steps per ReLU-split round (0: plain CROWN)
+    bab_alpha_iterations: int = 10  # alpha/beta-CROWN steps per ReLU-split round (0: plain CROWN)
     seed: int = 0

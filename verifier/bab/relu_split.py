@@ -77,12 +77,13 @@ def _bound(q, d: Domains, alpha_iters: int):
         valid = cs.valid
         lb = torch.maximum(lb, alpha_lower(
             q.graph, cs.lo, cs.hi, cs.C, cs.d, pre, cfg, q.deadline,
-            lambda b: bool((conjuncts_refuted(cs, b, q.tol) | ~valid).all())))
+            lambda b: bool((conjuncts_refuted(cs, b, q.tol) | ~valid).all()), signs=d.splits))
     return lb, record, pre
 
 
-def _branch(d: Domains, lb: Tensor, record: dict, pre: dict) -> tuple[str, Tensor] | None:
-    """(activation name, (N,) flat neuron index) to split in each domain."""
+def _branch(d: Domains, lb: Tensor, record: dict, pre: dict):
+    """(activation names, (N,) layer index into them, (N,) flat neuron index) to split in each
+    domain; the layer index is -1 for a leaf (no free unstable neuron left)."""
     cs = d.cs
     N = len(cs)
     open_rows = (cs.member & cs.valid.unsqueeze(-1)).any(1)
@@ -102,8 +103,6 @@ def _branch(d: Domains, lb: Tensor, record: dict, pre: dict) -> tuple[str, Tenso
         best_score = torch.where(better, s, best_score)
         best_layer = torch.where(better, li, best_layer)
         best_idx = torch.where(better, i, best_idx)
-    if bool((best_layer < 0).any()):
-        return None
     return names, best_layer, best_idx
 
 
@@ -123,6 +122,80 @@ def _children(d: Domains, pre: dict, names, layer: Tensor, idx: Tensor) -> Domai
     splits = {k: torch.cat([pos[k], neg[k]]) for k in names}
     inherited = {k: (v[0][parent], v[1][parent]) for k, v in pre.items()}
     return Domains(d.cs.with_box(d.cs.lo[parent], d.cs.hi[parent], parent), splits, inherited)
+
+
+def _affine_forms(q, leaf: Domains, pre: dict, value: str, C: Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """On a leaf (all relaxations exact) sum(C * value) is affine in x: returns (A (k, n), e (k,))."""
+    from ..bounds.backward import Relaxation, backward_lower
+
+    zero = torch.zeros_like(leaf.cs.lo)
+    record: dict = {}
+    with torch.no_grad():
+        e = backward_lower(q.graph, zero, zero, value, C, Relaxation(pre), record)
+    A = record.get(q.graph.input_name)
+    k = C.shape[1]
+    A = np.zeros((k, zero[0].numel())) if A is None else A[0].reshape(k, -1).cpu().numpy()
+    return A, e[0].cpu().numpy()
+
+
+def _settle_leaf(q, leaf: Domains, pre: dict):
+    """Decide one fully split domain exactly: True (refuted), a SAT Result, or False (open)."""
+    from ..lp.leaf import leaf_bound
+    from ..pipeline import try_confirm
+
+    cs = leaf.cs
+    G_split, g_split = [], []
+    for name, sgn in leaf.splits.items():
+        flat = sgn.reshape(-1)
+        j = (flat != 0).nonzero().flatten()
+        if j.numel() == 0:
+            continue
+        value = q.graph.by_name[name].inputs[0]
+        C = torch.zeros((1, j.numel()) + tuple(sgn.shape[1:]), dtype=cs.lo.dtype, device=cs.lo.device)
+        C.reshape(1, j.numel(), -1)[0, torch.arange(j.numel()), j] = 1.0
+        a, b = _affine_forms(q, leaf, pre, value, C)
+        s = flat[j].cpu().numpy().astype(np.float64)[:, None]
+        G_split.append(-s * a)
+        g_split.append(-s[:, 0] * b)
+    rows_A, rows_e = _affine_forms(q, leaf, pre, q.graph.output_name,
+                                   cs.C.reshape((1, cs.C.shape[1]) + q.graph.output_shape))
+    rows_e = rows_e + cs.d[0].cpu().numpy()
+    lo, hi = cs.lo[0].reshape(-1).cpu().numpy(), cs.hi[0].reshape(-1).cpu().numpy()
+    member, valid = cs.member[0].cpu().numpy(), cs.valid[0].cpu().numpy()
+    for j in np.nonzero(valid)[0]:
+        G = np.vstack([rows_A[member[j]]] + G_split)
+        g = np.concatenate([rows_e[member[j]]] + g_split)
+        bound, x = leaf_bound(G, g, lo, hi)
+        if bound > q.tol:
+            continue
+        if x is not None:
+            xt = torch.as_tensor(x, dtype=cs.lo.dtype, device=cs.lo.device).reshape((1,) + tuple(cs.lo.shape[1:]))
+            found = try_confirm(q, cs, xt, violations(q.graph, cs, xt))
+            if found is not None:
+                return found
+        return False
+    return True
+
+
+def _settle_leaves(q, leaves: Domains, pre: dict, idx: np.ndarray):
+    """Domains with every unstable neuron decided: the network is affine there, and one LP per
+    conjunct decides them.  True when every leaf is refuted, a SAT Result if one holds a
+    confirmed counterexample, False otherwise."""
+    q.stats["lp_leaves"] = q.stats.get("lp_leaves", 0) + len(idx)
+    for i, k in enumerate(idx):
+        leaf = leaves.take([i])
+        pre_l = {n: (v[0][k:k + 1], v[1][k:k + 1]) for n, v in pre.items()}
+        out = _settle_leaf(q, leaf, pre_l)
+        if out is not True:
+            return out
+        q.deadline.check()
+    return True
+
+
+def _worst(cs: Cases, lb: Tensor) -> Tensor:
+    """The lowest, over domains and their open conjuncts, of the conjunct's best row bound."""
+    per_conj = torch.where(cs.member, lb.unsqueeze(1), -INF).amax(-1)
+    return torch.where(cs.valid, per_conj, INF).amin()
 
 
 def relu_split_bab(q, cases: Cases) -> Result:
@@ -171,12 +244,25 @@ def relu_split_bab(q, cases: Cases) -> Result:
         found = try_confirm(q, kept.cs, x, violations(q.graph, kept.cs, x))
         if found is not None:
             return found
-        choice = _branch(kept, lb_k, rec_k, pre_k)
-        if choice is None:  # every neuron decided yet still open: cannot happen with exact relaxations
-            return Result(Verdict.UNKNOWN, reason="a fully split domain stayed open")
-        stack.append(_children(kept, pre_k, *choice))
-        progress.maybe("ReLU BaB: %d open domains after %d rounds (%d bounded), worst bound %.4g",
-                       sum(len(s) for s in stack), rounds, domains, float(lb_k.max(-1).values.min()))
+        names, layer, neuron = _branch(kept, lb_k, rec_k, pre_k)
+        leaf = (layer < 0).cpu().numpy()
+        if leaf.any():
+            settled = _settle_leaves(q, kept.take(np.nonzero(leaf)[0]), pre_k, np.nonzero(leaf)[0])
+            if isinstance(settled, Result):
+                return settled
+            if not settled:
+                return Result(Verdict.UNKNOWN, reason="a fully split domain holds an LP solution that "
+                                                      "onnxruntime does not confirm")
+            inner = np.nonzero(~leaf)[0]
+            if inner.size == 0:
+                continue
+            kept = kept.take(inner)
+            pre_k = {k: (v[0][inner], v[1][inner]) for k, v in pre_k.items()}
+            layer, neuron = layer[inner], neuron[inner]
+        stack.append(_children(kept, pre_k, names, layer, neuron))
+        progress.maybe("ReLU BaB: %d open domains after %d rounds (%d bounded, %d LP leaves), worst bound %.4g",
+                       sum(len(s) for s in stack), rounds, domains, q.stats.get("lp_leaves", 0),
+                       float(_worst(kept.cs, lb_k)))
         if rounds % 20 == 0:
             found = stage_attack(q, cases)
             if found is not None:

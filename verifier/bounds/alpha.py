@@ -48,9 +48,10 @@ class AlphaConfig:
 
 def alpha_lower(graph: Graph, lo: Tensor, hi: Tensor, C: Tensor, d: Tensor,
                 pre: Mapping[str, tuple[Tensor, Tensor]], cfg: AlphaConfig, deadline: Deadline,
-                done: Callable[[Tensor], bool]) -> Tensor:
+                done: Callable[[Tensor], bool], signs: Mapping[str, Tensor] | None = None) -> Tensor:
     """Best lower bounds of C @ y + d found, (B, q).  Stops early once done(best) (the caller's
-    refutation test) holds or the deadline passes."""
+    refutation test) holds or the deadline passes.  signs: branch-and-bound split decisions
+    (name -> (B, *shape) in {-1, 0, 1}); their beta multipliers are optimised with the slopes."""
     q = C.shape[1]
     params: dict[str, Tensor] = {}
     ranges: dict[str, tuple[Tensor, Tensor]] = {}
@@ -65,17 +66,23 @@ def alpha_lower(graph: Graph, lo: Tensor, hi: Tensor, C: Tensor, d: Tensor,
         init = rule.relax(node, plo, phi)[0]
         params[node.name] = init.unsqueeze(1).expand((-1, q) + init.shape[1:]).clone().requires_grad_(True)
         ranges[node.name] = (rng[0].unsqueeze(1), rng[1].unsqueeze(1))
+    betas: dict[str, Tensor] = {}
+    for name, sg in (signs or {}).items():
+        if bool((sg != 0).any()):
+            betas[name] = torch.zeros((sg.shape[0], q) + tuple(sg.shape[1:]), dtype=lo.dtype,
+                                      device=lo.device, requires_grad=True)
     with torch.no_grad():
         best = crown_output(graph, lo, hi, C, pre) + d
-    if not params:
+    if not params and not betas:
         return best
-    opt = Adam(list(params.values()), lr=cfg.lr)
+    opt = Adam(list(params.values()) + list(betas.values()), lr=cfg.lr)
     for _ in range(cfg.iterations):
         if deadline.expired() or done(best):
             break
         with torch.enable_grad():
             slopes = {k: torch.minimum(torch.maximum(v, ranges[k][0]), ranges[k][1]) for k, v in params.items()}
-            lb = crown_output(graph, lo, hi, C, pre, slopes) + d
+            lb = crown_output(graph, lo, hi, C, pre, slopes, signs=signs,
+                              betas={k: v.clamp(min=0) for k, v in betas.items()} or None) + d
             (-lb.sum()).backward()
         opt.step()
         with torch.no_grad():

@@ -22,11 +22,17 @@ from .interval import Bounds, interval_bounds
 class Relaxation:
     """What the backward pass needs beyond the graph: bounds on the input of every activation
     (pre[name_of_activation_node] = (lo, hi), (B, *shape)), optional optimisable lower slopes
-    (slopes[name]: (B, q, *shape), already clamped to their valid range) and optional split
-    decisions (splits[name]: (B, *shape) in {-1, 0, +1}: inactive, free, active)."""
+    (slopes[name]: (B, q, *shape), already clamped to their valid range), and for branch and
+    bound the split decisions (signs[name]: (B, *shape) in {-1, 0, +1}: input <= 0, free,
+    input >= 0) with their multipliers (betas[name]: (B, q, *shape), >= 0).  On a domain where
+    every decision holds, s * input >= 0, so f >= f - beta * s * input for any beta >= 0: adding
+    that term to the objective keeps the bound sound and lets the optimiser make the decisions
+    bite on the earlier layers too (beta-CROWN)."""
 
     pre: Mapping[str, tuple[Tensor, Tensor]]
     slopes: Mapping[str, Tensor] | None = None
+    signs: Mapping[str, Tensor] | None = None
+    betas: Mapping[str, Tensor] | None = None
 
 
 def _ancestors(graph: Graph, start: str) -> list[Node]:
@@ -75,6 +81,8 @@ def backward_lower(graph: Graph, lo: Tensor, hi: Tensor, start: str, C: Tensor,
             up = a < 0  # a negative coefficient takes the upper plane, a positive one the lower
             const = const + (a * torch.where(up, ub, lb)).flatten(2).sum(-1)
             g = a * torch.where(up, uw, lw)
+            if relax.betas is not None and node.name in relax.betas:
+                g = g - relax.betas[node.name] * relax.signs[node.name].unsqueeze(1).to(g.dtype)
             name = node.inputs[0]
             A[name] = A[name] + g if name in A else g
     a = A.pop(graph.input_name, None)
@@ -156,8 +164,9 @@ def crown_intermediate(graph: Graph, lo: Tensor, hi: Tensor, ibp: Bounds | None 
 
 
 def crown_output(graph: Graph, lo: Tensor, hi: Tensor, C: Tensor, pre: Mapping[str, tuple[Tensor, Tensor]],
-                 slopes: Mapping[str, Tensor] | None = None, record: dict | None = None) -> Tensor:
+                 slopes: Mapping[str, Tensor] | None = None, record: dict | None = None,
+                 signs: Mapping[str, Tensor] | None = None, betas: Mapping[str, Tensor] | None = None) -> Tensor:
     """Lower bounds of C @ y (C: (B, q, n_out)) given activation input bounds pre.  (B, q)."""
     B, q = C.shape[:2]
     C = C.reshape((B, q) + graph.output_shape)
-    return backward_lower(graph, lo, hi, graph.output_name, C, Relaxation(pre, slopes), record)
+    return backward_lower(graph, lo, hi, graph.output_name, C, Relaxation(pre, slopes, signs, betas), record)

@@ -1,0 +1,1 @@
+"""Linear programming with HiGHS (highspy): exact decisions where the network is linear."""
