@@ -1,6 +1,8 @@
 """The Python API: verifier.verify(onnx, vnnlib, timeout=...) -> Result."""
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -12,7 +14,7 @@ from verifier.api import InputError
 from verifier.config import BabConfig, VerifyConfig
 from verifier.verdict import Result, Verdict
 
-from conftest import SHAPES, Example, assert_counterexample, read_example_spec
+from conftest import ROOT, SHAPES, Example, assert_counterexample, read_example_spec
 
 
 def hard_query(tmp_path: Path) -> Path:
@@ -96,3 +98,17 @@ def test_property_that_does_not_fit_the_network(examples, tmp_path):
                    "(assert (>= Y_0 1.0))\n")
     with pytest.raises(InputError):
         verifier.verify(examples / "onnx" / "acas_like.onnx", bad, timeout=10)
+
+
+@pytest.mark.xfail(reason="bug: verifier.verify leaves subnormal flushing on for the whole process "
+                          "(torch.set_flush_denormal(True) in pipeline.numeric_setup, never undone): afterwards "
+                          "numpy in the caller's process reads 5e-324 > 0 as False and hypothesis refuses to run",
+                   strict=False)
+def test_verify_leaves_the_callers_float_semantics_alone(examples):
+    code = ("import sys, numpy as np, verifier\n"
+            f"verifier.verify({str(examples / 'onnx' / 'acas_like.onnx')!r}, "
+            f"{str(Example('acas_like', 'unsat', examples).spec('1.0'))!r}, timeout=60)\n"
+            "tiny = np.nextafter(0.0, 1.0)\n"
+            "sys.exit(0 if tiny > 0 and np.float64(1e-310) * 1.0 == 1e-310 else 3)\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.returncode if r.returncode == 3 else r.stderr
