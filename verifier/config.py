@@ -12,7 +12,7 @@ class BabConfig:
     enabled: bool = True
     batch: int = 2048            # domains bounded at once
     max_domains: int = 400_000   # open-domain cap (memory); beyond it we answer unknown
-    input_split_max_dim: int = 16  # inputs of at most this many elements use input splitting
+    input_split_max_dim: int = 64  # inputs of at most this many elements use input splitting
     input_split_bounds: str = "backward"  # intermediate bounds in input BaB: forward | backward
 
 

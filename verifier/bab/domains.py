@@ -50,3 +50,18 @@ class Progress:
         if now - self.last >= self.every:
             self.last = now
             log.info(fmt, *args)
+
+
+class AdaptiveBatch:
+    """How many domains to bound per round: doubled while rounds take under `fast` seconds,
+    halved when one takes over `slow`, so that rounds stay short and the deadline, checked
+    between rounds (and inside CROWN), is honoured within about a second."""
+
+    def __init__(self, start: int, cap: int, fast: float = 0.3, slow: float = 1.0):
+        self.size, self.cap, self.fast, self.slow = start, cap, fast, slow
+
+    def update(self, taken: int, seconds: float) -> None:
+        if seconds < self.fast and taken >= self.size:
+            self.size = min(self.cap, self.size * 2)
+        elif seconds > self.slow:
+            self.size = max(4, self.size // 2)

@@ -8,6 +8,7 @@ whose coefficient times width is largest.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +19,7 @@ from ..bounds.backward import crown_intermediate, crown_output
 from ..bounds.forward import forward_bounds
 from ..spec import Cases, conjuncts_refuted
 from ..verdict import Result, Verdict
-from .domains import Progress, cat_cases, lower_bound_minimisers, violations
+from .domains import AdaptiveBatch, Progress, cat_cases, lower_bound_minimisers, violations
 
 
 @dataclass
@@ -91,15 +92,18 @@ def input_split_bab(q, cases: Cases) -> Result:
     total = float(((cases.hi - cases.lo).reshape(len(cases), -1).prod(-1)).sum())
     proved, rounds, domains = 0.0, 0, 0
     progress = Progress()
+    size = AdaptiveBatch(256, cfg.batch)
     while stack:
         q.deadline.check()
         queue = _join(stack)
         if len(queue) > cfg.max_domains:
             return Result(Verdict.UNKNOWN, reason="too many open domains")
-        take = min(cfg.batch, len(queue))
+        take = min(size.size, len(queue))
         batch = _take(queue, np.arange(len(queue) - take, len(queue)))
         stack = [_take(queue, np.arange(0, len(queue) - take))] if len(queue) > take else []
+        t0 = time.monotonic()
         lb, A_in, pre = _bound(q.graph, batch, cfg.input_split_bounds, q.deadline)
+        size.update(take, time.monotonic() - t0)
         cs = batch.cs
         valid = cs.valid & ~conjuncts_refuted(cs, lb, q.tol)
         cs = Cases(cs.lo, cs.hi, cs.C, cs.d, cs.member, valid, cs.case)

@@ -21,7 +21,7 @@ from ..bounds.alpha import alpha_lower
 from ..bounds.backward import crown_intermediate, crown_output
 from ..spec import Cases, conjuncts_refuted
 from ..verdict import Result, Verdict
-from .domains import Progress, cat_cases, lower_bound_minimisers, violations
+from .domains import AdaptiveBatch, Progress, cat_cases, lower_bound_minimisers, violations
 
 INF = float("inf")
 
@@ -212,22 +212,18 @@ def relu_split_bab(q, cases: Cases) -> Result:
     stack = [Domains(cases, splits, None)]
     rounds, domains = 0, 0
     progress = Progress()
-    batch_size = 16  # grown while a round stays short, so the deadline is checked often
+    size = AdaptiveBatch(16, cfg.batch)
     while stack:
         q.deadline.check()
         queue = _join(stack)
         if len(queue) > cfg.max_domains:
             return Result(Verdict.UNKNOWN, reason="too many open domains")
-        take = min(batch_size, len(queue))
+        take = min(size.size, len(queue))
         batch = queue.take(np.arange(len(queue) - take, len(queue)))
         stack = [queue.take(np.arange(0, len(queue) - take))] if len(queue) > take else []
         t0 = time.monotonic()
         lb, record, pre = _bound(q, batch, alpha_iters=q.cfg.bab_alpha_iterations)
-        spent = time.monotonic() - t0
-        if spent < 0.5 and take == batch_size:
-            batch_size = min(cfg.batch, batch_size * 2)
-        elif spent > 2.0:
-            batch_size = max(4, batch_size // 2)
+        size.update(take, time.monotonic() - t0)
         cs = batch.cs
         valid = cs.valid & ~conjuncts_refuted(cs, lb, q.tol)
         open_ = valid.any(-1)
