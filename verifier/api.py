@@ -46,7 +46,7 @@ def verify(onnx_path: str | os.PathLike, vnnlib_path: str | os.PathLike, timeout
 
     from .confirm import ReferenceModel
     from .onnx_import import ModelError, load_model, to_graph
-    from .pipeline import Query, choose_device, decide, numeric_setup
+    from .pipeline import Query, choose_device, decide, numeric_setup, restore_numerics
     from .simplify import simplify
     from .spec import SpecError
 
@@ -73,6 +73,8 @@ def verify(onnx_path: str | os.PathLike, vnnlib_path: str | os.PathLike, timeout
         result = decide(q)
     except SpecError as e:
         raise InputError(str(e)) from None
+    finally:
+        restore_numerics()
     result.seconds = time.monotonic() - t0
     result.stats = q.stats
     if result.verdict is Verdict.SAT:

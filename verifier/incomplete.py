@@ -25,6 +25,8 @@ def crown_lower(graph: Graph, sp: Cases, deadline: Deadline | None = None) -> tu
     with torch.no_grad():
         pre = crown_intermediate(graph, sp.lo, sp.hi, deadline=deadline)
         lb = crown_output(graph, sp.lo, sp.hi, sp.C, pre) + sp.d
+        # on wide boxes with many unstable ReLUs CROWN can be looser than IBP on some rows
+        lb = torch.maximum(lb, ibp_lower(graph, sp))
     return lb, pre
 
 

@@ -74,6 +74,11 @@ def numeric_setup(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "cuda" else torch.float64
 
 
+def restore_numerics() -> None:
+    """Undo numeric_setup's process-wide switch (the caller's numpy/torch see subnormals again)."""
+    torch.set_flush_denormal(False)
+
+
 def try_confirm(q: Query, cases: Cases, xs: torch.Tensor, vs: torch.Tensor) -> Result | None:
     """Run the most promising candidates through onnxruntime; the first confirmed one wins."""
     if q.ref is None:

@@ -54,6 +54,9 @@ def _bound(graph, p: Pending, method: str, deadline):
     with torch.no_grad():
         if method == "forward":
             pre = forward_bounds(graph, cs.lo, cs.hi, fixed=p.pre)
+        elif method == "hybrid":  # cheap forward bounds first: back-substitute only what they leave unstable
+            pre = forward_bounds(graph, cs.lo, cs.hi, fixed=p.pre)
+            pre = crown_intermediate(graph, cs.lo, cs.hi, fixed=pre, deadline=deadline)
         else:
             pre = crown_intermediate(graph, cs.lo, cs.hi, fixed=p.pre, deadline=deadline)
         lb = crown_output(graph, cs.lo, cs.hi, cs.C, pre, record=record) + cs.d

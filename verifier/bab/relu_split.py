@@ -252,7 +252,7 @@ def relu_split_bab(q, cases: Cases) -> Result:
             inner = np.nonzero(~leaf)[0]
             if inner.size == 0:
                 continue
-            kept = kept.take(inner)
+            kept, lb_k = kept.take(inner), lb_k[inner]
             pre_k = {k: (v[0][inner], v[1][inner]) for k, v in pre_k.items()}
             layer, neuron = layer[inner], neuron[inner]
         stack.append(_children(kept, pre_k, names, layer, neuron))

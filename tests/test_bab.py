@@ -1,0 +1,82 @@
+"""Branch and bound decides tiny networks exactly: properties with a known answer.
+
+For a random 2-input ReLU network, a dense grid gives max of y0 - y1 up to the grid spacing
+times a Lipschitz constant (product of the layers' spectral norms).  A threshold above that
+bound is unsat, one below a grid value is sat; both BaB strategies (input splits and ReLU splits)
+must answer exactly that: never the opposite, and not unknown either (they are complete here).
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+import verifier
+from verifier.config import BabConfig, VerifyConfig
+from verifier.evaluate import forward
+from verifier.lp.leaf import leaf_bound
+from verifier.onnx_import import to_graph
+from verifier.verdict import Verdict
+
+from helpers_nets import random_mlp
+
+
+def _spec(threshold: float) -> str:
+    """Violation: y0 - y1 >= threshold over x in [-1, 1]^2."""
+    return ("(declare-const X_0 Real)\n(declare-const X_1 Real)\n(declare-const Y_0 Real)\n(declare-const Y_1 Real)\n"
+            "(assert (>= X_0 -1.0))\n(assert (<= X_0 1.0))\n(assert (>= X_1 -1.0))\n(assert (<= X_1 1.0))\n"
+            f"(assert (>= (- Y_0 Y_1) {float(threshold)!r}))\n")
+
+
+def _grid_max_and_slack(model: onnx.ModelProto, n: int = 401) -> tuple[float, float]:
+    g = to_graph(model)
+    t = np.linspace(-1.0, 1.0, n)
+    xs = torch.as_tensor(np.stack(np.meshgrid(t, t), -1).reshape(-1, 2), dtype=torch.float64)
+    y = forward(g, xs).reshape(-1, 2)
+    diff = (y[:, 0] - y[:, 1]).max().item()
+    lip = np.sqrt(2.0)  # |y0 - y1| has gradient (1, -1) at the output
+    for node in g.nodes:
+        if "W" in node.params:
+            lip *= np.linalg.norm(node.params["W"].numpy(), 2)
+    h = 2.0 / (n - 1)
+    return diff, lip * h * np.sqrt(2) / 2
+
+
+def _verify(tmp_path, model, threshold, split_dim: int, timeout: float = 60.0):
+    onnx_path, spec = tmp_path / "net.onnx", tmp_path / "p.vnnlib"
+    onnx.save(model, onnx_path)
+    spec.write_text(_spec(threshold))
+    cfg = VerifyConfig(timeout_s=timeout, bab=BabConfig(input_split_max_dim=split_dim))
+    return verifier.verify(onnx_path, spec, timeout=timeout, config=cfg)
+
+
+@pytest.mark.parametrize("split_dim", [64, 0], ids=["input-split", "relu-split"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_bab_answers_known_properties(tmp_path, seed, split_dim):
+    model = random_mlp(np.random.default_rng(seed), 2, [8, 8], 2, ["Relu"])
+    top, slack = _grid_max_and_slack(model)
+    unsat = _verify(tmp_path, model, top + slack + 1e-3, split_dim)
+    assert unsat.verdict is Verdict.UNSAT, (unsat.verdict, unsat.reason)
+    sat = _verify(tmp_path, model, top - 1e-3, split_dim)
+    assert sat.verdict is Verdict.SAT, (sat.verdict, sat.reason)
+    assert sat.x is not None and np.all(np.abs(sat.x) <= 1.0) and sat.y[0] - sat.y[1] >= top - 1e-3
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 6), st.integers(2, 8))
+def test_lp_leaf_bound_is_below_every_point(seed, m, n):
+    rng = np.random.default_rng(seed)
+    G, g = rng.normal(size=(m, n)), rng.normal(size=m)
+    lo = rng.uniform(-2, 0, size=n)
+    hi = lo + rng.uniform(0, 2, size=n)
+    bound, x = leaf_bound(G, g, lo, hi)
+    xs = lo + (hi - lo) * rng.uniform(size=(2000, n))
+    corners = np.where(rng.integers(0, 2, size=(64, n)) > 0, lo, hi)
+    values = (np.vstack([xs, corners]) @ G.T + g).max(-1)
+    assert bound <= values.min() + 1e-12
+    if x is not None:  # the LP optimum itself is a point of the box, and the bound is tight to it
+        assert np.all(x >= lo - 1e-9) and np.all(x <= hi + 1e-9)
+        assert bound <= (G @ x + g).max() + 1e-9
+        assert (G @ x + g).max() - bound < 1e-6
