@@ -20,8 +20,7 @@ echo timeout > "$result"
 # whole seconds for timeout(1): ceil(limit) + 5
 hard=$(( $(awk -v t="$limit" 'BEGIN { c = int(t); if (c < t) c++; print c }') + 5 ))
 
-# cd to the repository: `python -m verifier` then imports this checkout (and the repository's
-# vnnlib package, never a benchmark's vnnlib/ folder that happens to be the working directory)
+# cd to the repository: `python -m verifier` then imports this checkout, installed or not
 cd "$(dirname "$(realpath -- "${BASH_SOURCE[0]}")")"
 PY="$(command -v python || command -v python3)"
 state="${TMPDIR:-/tmp}/verifier-vnncomp-$(id -u)"

@@ -27,17 +27,6 @@ def load_make_examples():
     return mod
 
 
-@pytest.fixture(autouse=True)
-def _restore_float_mode():
-    """verifier.verify turns on flush-to-zero for subnormals for the whole process and leaves it on
-    (torch.set_flush_denormal in pipeline.numeric_setup; see test_api.py's xfail).  Put the default
-    back after each test, so that tests later in the session (hypothesis refuses to run without
-    subnormals) do not depend on which tests ran before them."""
-    yield
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_flush_denormal(False)
-
-
 @pytest.fixture
 def shared_benchmarks() -> Path:
     """../shared/benchmarks beside the repository; the test skips when it is absent."""

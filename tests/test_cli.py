@@ -266,11 +266,10 @@ def test_bad_input_through_the_real_process(examples, tmp_path):
     assert re.search(re.escape(str(bad)) + r":\d+:\d+: ", r.stderr), r.stderr
 
 
-@pytest.mark.xfail(reason="bug: with the editable install (setuptools' import finder), `python -m verifier` "
-                          "started in a folder holding a vnnlib/ folder of properties (the benchmark layout) "
-                          "imports that folder as a namespace package instead of the parser: "
-                          "AttributeError: module 'vnnlib' has no attribute 'VnnlibError'", strict=False)
 def test_python_m_verifier_from_a_benchmark_folder(examples):
+    """Started inside a benchmark folder, whose properties live in vnnlib/, `python -m verifier` must
+    still import the parser package, not that folder (it did, as a namespace package, under an
+    editable install)."""
     r = run_cli("verify", "vnnlib/acas_like_unsat.vnnlib", "--network", "N=onnx/acas_like.onnx", "-q",
                 cwd=examples)
     assert (r.returncode, r.stdout) == (0, "unsat\n"), r.stderr
