@@ -27,7 +27,9 @@ class ReluRule(ActivationRule):
         unstable = (lo < 0) & (hi > 0)
         denom = torch.where(unstable, hi - lo, torch.ones_like(hi))
         uw = torch.where(unstable, hi / denom, (lo >= 0).to(hi.dtype))
-        ub = torch.where(unstable, -lo * uw, torch.zeros_like(hi))
+        # the chord through (lo, 0) and (hi, hi); taking the larger of the two intercepts keeps
+        # it above both ends when hi / (hi - lo) rounds down or underflows (subnormal hi: uw = 0)
+        ub = torch.where(unstable, torch.maximum(-lo * uw, hi - hi * uw), torch.zeros_like(hi))
         return uw, ub
 
     def relax(self, node, lo, hi):
