@@ -414,6 +414,22 @@ def test_synthetic_op_matches_onnxruntime(name, opset):
     assert_matches(model, graph, xs, rtol=1e-9, oracle=run_float64)
     # the graph the API bounds: Affine nodes folded into their producers (exact rewrite)
     assert_matches(model, simplify(graph), xs, rtol=1e-9, oracle=run_float64)
+    assert_float32_copy_agrees(graph, xs)
+
+
+def assert_float32_copy_agrees(graph, xs) -> None:
+    """Graph.to(float32) (the attack's and the GPU's graph) computes in float32 throughout: a
+    parameter it fails to move would promote the output to float64 (or fail on a device)."""
+    import torch
+
+    from verifier.evaluate import forward
+
+    x = torch.as_tensor(np.asarray(xs, dtype=np.float64)).reshape((len(xs),) + tuple(graph.input_shape))
+    y64 = forward(graph, x)
+    y32 = forward(graph.to("cpu", torch.float32), x.float())
+    assert y32.dtype == torch.float32, f"float32 graph produced {y32.dtype}"
+    scale = max(1.0, float(y64.abs().max()))
+    assert float((y32.double() - y64).abs().max()) <= 1e-4 * scale
 
 
 def test_catalogue_covers_every_claimed_operator():
