@@ -63,8 +63,8 @@ def test_timeout_is_honoured(examples, tmp_path, limit):
     r = verifier.verify(examples / "onnx" / "acas_like.onnx", query, timeout=limit)
     elapsed = time.monotonic() - t0
     assert r.verdict in (Verdict.TIMEOUT, Verdict.UNSAT), r.verdict
-    # the deadline is checked between steps: one round of branch and bound on 2 cores takes up to ~2 s
-    assert elapsed < limit + 2.0, f"timeout={limit} returned after {elapsed:.2f} s"
+    # the deadline is checked cooperatively; seen here: 0.3 -> 0.42 s, 1 -> 1.18 s, 2 -> 2.14 s, 20 -> 20.16 s
+    assert elapsed < limit + 1.0, f"timeout={limit} returned after {elapsed:.2f} s"
 
 
 def test_config_without_branch_and_bound(examples, tmp_path):
