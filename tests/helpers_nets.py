@@ -11,6 +11,7 @@ from typing import Sequence
 
 import numpy as np
 import onnx
+import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
@@ -258,3 +259,14 @@ def random_exotic(rng: np.random.Generator) -> onnx.ModelProto:
     h = b.op("Tanh", [b.gemm(h, 6, 5, scale=6.0)])
     h = b.op("Relu", [b.gemm(h, 5, 4, scale=2.0)])
     return b.finish("x", [1, 2, 4, 4], b.gemm(h, 4, 2))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tensors here are tiny: one intra-op thread is 4-40x faster than two when other processes
+    load the machine (thread hand-offs dominate).  Restored afterwards.  Import it into a test
+    module to apply it there."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

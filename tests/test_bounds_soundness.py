@@ -26,7 +26,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers_nets import Builder, random_branches, random_convnet, random_exotic, random_mlp, random_residual
+from helpers_nets import (Builder, one_torch_thread, random_branches, random_convnet,  # noqa: F401 (fixture)
+                          random_exotic, random_mlp, random_residual)
 from verifier.attack import AttackConfig, attack
 from verifier.bounds.alpha import AlphaConfig, alpha_lower
 from verifier.bounds.backward import activation_inputs, crown_intermediate, crown_output
@@ -185,7 +186,7 @@ def check_network(graph, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, pt
 
 
 # --------------------------------------------------------------------------- random networks
-PROPERTY = settings(max_examples=10, deadline=None, derandomize=True,
+PROPERTY = settings(max_examples=25, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 

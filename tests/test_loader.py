@@ -21,7 +21,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from helpers_nets import Builder, assert_matches, run_float64, run_onnxruntime, run_reference
+from helpers_nets import (Builder, assert_matches, one_torch_thread, run_float64,  # noqa: F401 (fixture)
+                          run_onnxruntime, run_reference)
 from verifier.capabilities import ONNX_OPERATORS
 from verifier.onnx_import import ModelError, load_graph, load_model, to_graph
 from verifier.simplify import simplify

@@ -15,6 +15,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from helpers_nets import one_torch_thread  # noqa: F401 (autouse fixture)
 from test_loader import CASES, build_case
 from verifier.ir import Node
 from verifier.onnx_import import to_graph
@@ -22,7 +23,7 @@ from verifier.ops import RULES, ActivationRule, LinearRule
 
 DT = torch.float64
 EPS = torch.finfo(DT).eps
-SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 # --------------------------------------------------------------------------- activations
