@@ -140,9 +140,9 @@ def assert_lower(what: str, lb: torch.Tensor, C: torch.Tensor, y: torch.Tensor) 
 
 def check_network(graph, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, pts: torch.Tensor,
                   alpha: bool = True) -> dict:
-    """All soundness checks on one network and batch of boxes; returns the bounds for orderings."""
+    """All soundness checks on one network and batch of boxes (C: (B, q, n_out) random rows, to
+    which +-I is appended); returns the output bounds found."""
     B = lo.shape[0]
-    q_rand = C.shape[1]
     rows = torch.cat([C, eye_rows(graph.output_size, B)], dim=1)
     assert ((pts >= lo.unsqueeze(1)) & (pts <= hi.unsqueeze(1))).all(), "a sampled point left its box"
     adv = attack_points(graph, lo, hi, rows)
