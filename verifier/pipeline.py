@@ -131,7 +131,7 @@ def stage_bounds(q: Query, cases: Cases) -> np.ndarray:
     keep = np.nonzero(~done)[0]
     sub = sub.select(keep)
     pre = {k: (v[0][keep], v[1][keep]) for k, v in pre.items()}
-    lb = alpha_crown_lower(q.graph, sub, pre, q.cfg.alpha_cfg, q.deadline, q.tol)
+    lb = torch.maximum(alpha_crown_lower(q.graph, sub, pre, q.cfg.alpha_cfg, q.deadline, q.tol), lb[keep])
     done2 = refuted(sub, lb, q.tol).cpu().numpy()
     q.stats["open_after_alpha"] = int((~done2).sum())
     log.info("alpha-CROWN: %d of %d cases open", (~done2).sum(), len(cases))

@@ -115,6 +115,7 @@ def input_split_bab(q, cases: Cases) -> Result:
         proved += float(vol[~open_].sum())
         rounds += 1
         domains += len(cs)
+        q.stats.update(bab_rounds=rounds, bab_domains=domains, proved_volume=proved / max(total, 1e-300))
         if not bool(open_.any()):
             continue
         idx = open_.nonzero().flatten().cpu().numpy()
