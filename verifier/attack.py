@@ -4,25 +4,16 @@ The attack only proposes candidates; confirm.confirm_sat decides.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import torch
 from torch import Tensor
 
 from .budget import Deadline
+from .config import AttackConfig
 from .evaluate import forward
 from .ir import Graph
 from .spec import Cases, violation
-
-
-@dataclass(frozen=True)
-class AttackConfig:
-    samples: int = 64        # random points per subproblem before PGD
-    restarts: int = 8        # PGD starting points per subproblem
-    steps: int = 40
-    step_frac: float = 0.1   # first step as a fraction of the box width (decays to ~1/20 of it)
-    max_points: int = 65536  # points evaluated at once (memory)
-    budget_points: int = 100_000  # samples over all cases: many cases get fewer each
 
 
 def _objective(graph: Graph, sp: Cases, x: Tensor) -> Tensor:

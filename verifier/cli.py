@@ -225,6 +225,15 @@ def cmd_vnncomp(args, started: float) -> int:
 
 # --------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # stdout closed early (`verifier supports ... | head`): not an error of ours
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+def _main(argv: list[str] | None) -> int:
     started = time.monotonic()
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "bench":

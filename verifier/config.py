@@ -1,10 +1,25 @@
-"""Typed, frozen configuration, built once from the command line or the API and passed down."""
+"""Typed, frozen configuration, built once from the command line or the API and passed down.
+
+Imports nothing heavy: the command line reads it before deciding whether torch is needed."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .attack import AttackConfig
-from .bounds.alpha import AlphaConfig
+
+@dataclass(frozen=True)
+class AttackConfig:
+    samples: int = 64        # random points per subproblem before PGD
+    restarts: int = 8        # PGD starting points per subproblem
+    steps: int = 40
+    step_frac: float = 0.1   # first step as a fraction of the box width (decays to ~1/20 of it)
+    max_points: int = 65536  # points evaluated at once (memory)
+    budget_points: int = 100_000  # samples over all cases: many cases get fewer each
+
+
+@dataclass(frozen=True)
+class AlphaConfig:
+    iterations: int = 20
+    lr: float = 0.25
 
 
 @dataclass(frozen=True)
@@ -13,7 +28,7 @@ class BabConfig:
     batch: int = 2048            # domains bounded at once
     max_domains: int = 400_000   # open-domain cap (memory); beyond it we answer unknown
     input_split_max_dim: int = 64  # inputs of at most this many elements use input splitting
-    input_split_bounds: str = "backward"  # intermediate bounds in input BaB: forward | backward
+    input_split_bounds: str = "backward"  # intermediate bounds in input BaB: backward | forward | hybrid
 
 
 @dataclass(frozen=True)

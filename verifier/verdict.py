@@ -3,8 +3,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # numpy costs 60 ms of start-up that --version and supports do not need
+    import numpy as np
 
 
 class Verdict(Enum):

@@ -70,6 +70,10 @@ def _split(p: Pending, lb: Tensor, A_in: Tensor) -> Pending:
     open_rows = (cs.member & cs.valid.unsqueeze(-1)).any(1) & (lb <= 0)
     width = (cs.hi - cs.lo).reshape(N, -1)
     influence = (A_in.abs().reshape(N, A_in.shape[1], -1) * open_rows.unsqueeze(-1)).sum(1)
+    # the final coefficients miss how a dimension loosens the ReLU relaxations on the way (a
+    # dimension with a near-zero final coefficient can still keep many neurons unstable); a floor
+    # of a tenth of the mean coefficient keeps any dimension from staying wide for ever
+    influence = influence + 0.1 * influence.mean(-1, keepdim=True)
     score = influence * width
     score = torch.where(score.sum(-1, keepdim=True) > 0, score, width)  # no gradient: widest side
     dim = score.argmax(-1)

@@ -4,13 +4,13 @@ slope inside its valid range gives a sound bound, so the bound is sound whatever
 does; we keep the best bound seen per row."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Mapping
 
 import torch
 from torch import Tensor
 
 from ..budget import Deadline
+from ..config import AlphaConfig
 from ..ir import Graph
 from ..ops import RULES
 from .backward import crown_output
@@ -38,12 +38,6 @@ class Adam:
             vhat = v / (1 - b2 ** self.t)
             p.sub_(self.lr * mhat / (vhat.sqrt() + self.eps))
             p.grad = None
-
-
-@dataclass(frozen=True)
-class AlphaConfig:
-    iterations: int = 20
-    lr: float = 0.25
 
 
 def alpha_lower(graph: Graph, lo: Tensor, hi: Tensor, C: Tensor, d: Tensor,
