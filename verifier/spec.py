@@ -78,9 +78,22 @@ def build_cases(prop: Property, input_shape: tuple[int, ...], n_out: int,
             r += m
     t = lambda a: torch.as_tensor(a, dtype=dtype, device=device)
     shape = (K,) + tuple(input_shape)
-    return Cases(t(lo).reshape(shape), t(hi).reshape(shape), t(C), t(d),
+    return Cases(_round_box(lo, dtype, device, -1).reshape(shape), _round_box(hi, dtype, device, +1).reshape(shape),
+                 t(C), t(d),
                  torch.as_tensor(member, device=device), torch.as_tensor(valid, device=device),
                  np.arange(K, dtype=np.int64))
+
+
+def _round_box(a: np.ndarray, dtype: torch.dtype, device, direction: int) -> Tensor:
+    """The float64 bounds in dtype, rounded outwards (down for lo, up for hi) so that the box
+    in a narrower type still contains every point of the declared one."""
+    t = torch.as_tensor(a, dtype=dtype)
+    back = t.to(torch.float64)
+    ref = torch.as_tensor(a, dtype=torch.float64)
+    wrong = back > ref if direction < 0 else back < ref
+    if bool(wrong.any()):
+        t = torch.where(wrong, torch.nextafter(t, torch.full_like(t, direction * torch.inf)), t)
+    return t.to(device)
 
 
 def violation(cs: Cases, y: Tensor) -> Tensor:
