@@ -71,7 +71,9 @@ def _attack_part(graph: Graph, sp: Cases, deadline: Deadline, cfg: AttackConfig,
             best_v = torch.where(improve, better.values, best_v)
             cand = x[torch.arange(P), better.indices]
             best_x = torch.where(improve.reshape((P,) + (1,) * (cand.dim() - 1)), cand, best_x)
-            eta = cfg.step_frac * (1.0 - it / cfg.steps) + 0.005
+            # geometric decay from step_frac to step_frac / 1000 of the width: the first steps
+            # cross the box, the last ones settle into thin violating regions
+            eta = cfg.step_frac * (1e-3 ** (it / max(1, cfg.steps - 1)))
             x = torch.minimum(torch.maximum(x - eta * width * g.sign(), lo), hi)
     with torch.no_grad():
         vx = _objective(graph, sp, x)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..config import AttackConfig
 from ..bounds.backward import crown_intermediate, crown_output
 from ..bounds.forward import forward_bounds
 from ..spec import Cases, conjuncts_refuted
@@ -90,16 +91,30 @@ def _split(p: Pending, lb: Tensor, A_in: Tensor) -> Pending:
     return Pending(cs.with_box(new_lo, new_hi, parent), pre)
 
 
+# every few rounds, PGD inside the open domains whose bound is worst: small boxes around the
+# places the bounds cannot exclude are where thin violating regions hide
+ATTACK_EVERY = 8
+ATTACK_DOMAINS = 256
+DOMAIN_ATTACK = AttackConfig(samples=8, restarts=2, steps=30, budget_points=4096)
+
+
+def _most_promising(cs: Cases, lb: Tensor, k: int) -> np.ndarray:
+    """Indices of the k domains whose weakest open conjunct has the lowest bound."""
+    per_conj = torch.where(cs.member, lb.unsqueeze(1), -torch.inf).amax(-1)
+    worst = torch.where(cs.valid, per_conj, torch.inf).amin(-1)
+    return torch.argsort(worst)[:k].cpu().numpy()
+
+
 def input_split_bab(q, cases: Cases) -> Result:
     """Decide the open cases by input splitting; q is the pipeline's Query."""
-    from ..pipeline import try_confirm
+    from ..pipeline import stage_attack, try_confirm
 
     cfg = q.cfg.bab
     stack = [Pending(cases, None)]
     total = float(((cases.hi - cases.lo).reshape(len(cases), -1).prod(-1)).sum())
     proved, rounds, domains = 0.0, 0, 0
     progress = Progress()
-    size = AdaptiveBatch(256, cfg.batch)
+    size = AdaptiveBatch(1024, cfg.batch, fast=1.0, slow=4.0)  # big batches amortise; CROWN checks the deadline inside
     while stack:
         q.deadline.check()
         queue = _join(stack)
@@ -130,6 +145,11 @@ def input_split_bab(q, cases: Cases) -> Result:
         if found is not None:
             q.stats.update(bab_rounds=rounds, bab_domains=domains)
             return found
+        if rounds % ATTACK_EVERY == 0:
+            found = stage_attack(q, cs.select(_most_promising(cs, lb, ATTACK_DOMAINS)), DOMAIN_ATTACK)
+            if found is not None:
+                q.stats.update(bab_rounds=rounds, bab_domains=domains)
+                return found
         stack.append(_split(Pending(cs, {k: (v[0][idx], v[1][idx]) for k, v in pre.items()}), lb, A_in))
         progress.maybe("input BaB: %d open domains, %.4f%% of the volume proved, worst bound %.4g",
                        sum(len(s) for s in stack), 100 * proved / max(total, 1e-300),
