@@ -22,6 +22,21 @@ def cat_cases(parts: list[Cases]) -> Cases:
                  np.concatenate([p.case for p in parts]))
 
 
+Bounds = dict[str, tuple[Tensor, Tensor]]
+
+
+def cat_bounds(parts: list[Bounds | None]) -> Bounds | None:
+    """Per-activation bounds of several domain batches, stacked; None unless all have some."""
+    if any(p is None for p in parts):
+        return None
+    return {k: (torch.cat([p[k][0] for p in parts]), torch.cat([p[k][1] for p in parts])) for k in parts[0]}
+
+
+def take_bounds(pre: Bounds | None, idx) -> Bounds | None:
+    """The bounds of the domains idx (indices or a mask)."""
+    return None if pre is None else {k: (v[0][idx], v[1][idx]) for k, v in pre.items()}
+
+
 def lower_bound_minimisers(cs: Cases, lb: Tensor, A_in: Tensor) -> Tensor:
     """For each domain, the box corner that minimises the linear lower bound of its weakest open
     row: a cheap, often excellent counterexample candidate.  A_in: (N, Q, *in).  (N, *in)."""

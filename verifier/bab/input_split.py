@@ -20,7 +20,8 @@ from ..bounds.backward import crown_intermediate, crown_output
 from ..bounds.forward import forward_bounds
 from ..spec import Cases, conjuncts_refuted
 from ..verdict import Result, Verdict
-from .domains import AdaptiveBatch, Progress, cat_cases, lower_bound_minimisers, violations
+from .domains import (AdaptiveBatch, Progress, cat_bounds, cat_cases, lower_bound_minimisers, take_bounds,
+                      violations)
 
 
 @dataclass
@@ -37,16 +38,11 @@ class Pending:
 def _join(parts: list[Pending]) -> Pending:
     if len(parts) == 1:
         return parts[0]
-    pre = None
-    if all(p.pre is not None for p in parts):
-        pre = {k: (torch.cat([p.pre[k][0] for p in parts]), torch.cat([p.pre[k][1] for p in parts]))
-               for k in parts[0].pre}
-    return Pending(cat_cases([p.cs for p in parts]), pre)
+    return Pending(cat_cases([p.cs for p in parts]), cat_bounds([p.pre for p in parts]))
 
 
 def _take(p: Pending, idx: np.ndarray) -> Pending:
-    pre = None if p.pre is None else {k: (v[0][idx], v[1][idx]) for k, v in p.pre.items()}
-    return Pending(p.cs.select(idx), pre)
+    return Pending(p.cs.select(idx), take_bounds(p.pre, idx))
 
 
 def _bound(graph, p: Pending, method: str, deadline):
@@ -87,8 +83,7 @@ def _split(p: Pending, lb: Tensor, A_in: Tensor) -> Pending:
     new_lo = torch.cat([lo, lo2]).reshape((2 * N,) + cs.lo.shape[1:])
     new_hi = torch.cat([hi1, hi]).reshape((2 * N,) + cs.lo.shape[1:])
     parent = torch.cat([rows, rows])
-    pre = None if p.pre is None else {k: (v[0][parent], v[1][parent]) for k, v in p.pre.items()}
-    return Pending(cs.with_box(new_lo, new_hi, parent), pre)
+    return Pending(cs.with_box(new_lo, new_hi, parent), take_bounds(p.pre, parent))
 
 
 # every few rounds, PGD inside the open domains whose bound is worst: small boxes around the
@@ -150,7 +145,7 @@ def input_split_bab(q, cases: Cases) -> Result:
             if found is not None:
                 q.stats.update(bab_rounds=rounds, bab_domains=domains)
                 return found
-        stack.append(_split(Pending(cs, {k: (v[0][idx], v[1][idx]) for k, v in pre.items()}), lb, A_in))
+        stack.append(_split(Pending(cs, take_bounds(pre, idx)), lb, A_in))
         progress.maybe("input BaB: %d open domains, %.4f%% of the volume proved, worst bound %.4g",
                        sum(len(s) for s in stack), 100 * proved / max(total, 1e-300),
                        float(lb.max(-1).values.min()))

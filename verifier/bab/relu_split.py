@@ -21,7 +21,8 @@ from ..bounds.alpha import alpha_lower
 from ..bounds.backward import crown_intermediate, crown_output
 from ..spec import Cases, conjuncts_refuted
 from ..verdict import Result, Verdict
-from .domains import AdaptiveBatch, Progress, cat_cases, lower_bound_minimisers, violations
+from .domains import (AdaptiveBatch, Progress, cat_bounds, cat_cases, lower_bound_minimisers, take_bounds,
+                      violations)
 
 INF = float("inf")
 
@@ -37,19 +38,14 @@ class Domains:
 
     def take(self, idx) -> "Domains":
         i = torch.as_tensor(np.asarray(idx, dtype=np.int64), device=self.cs.lo.device)
-        pre = None if self.pre is None else {k: (v[0][i], v[1][i]) for k, v in self.pre.items()}
-        return Domains(self.cs.select(idx), {k: v[i] for k, v in self.splits.items()}, pre)
+        return Domains(self.cs.select(idx), {k: v[i] for k, v in self.splits.items()}, take_bounds(self.pre, i))
 
 
 def _join(parts: list[Domains]) -> Domains:
     if len(parts) == 1:
         return parts[0]
-    pre = None
-    if all(p.pre is not None for p in parts):
-        pre = {k: (torch.cat([p.pre[k][0] for p in parts]), torch.cat([p.pre[k][1] for p in parts]))
-               for k in parts[0].pre}
     splits = {k: torch.cat([p.splits[k] for p in parts]) for k in parts[0].splits}
-    return Domains(cat_cases([p.cs for p in parts]), splits, pre)
+    return Domains(cat_cases([p.cs for p in parts]), splits, cat_bounds([p.pre for p in parts]))
 
 
 def _clamps(d: Domains) -> dict[str, tuple[Tensor, Tensor]]:
@@ -120,7 +116,7 @@ def _children(d: Domains, pre: dict, names, layer: Tensor, idx: Tensor) -> Domai
         pos[name], neg[name] = sp.reshape(shape), sn.reshape(shape)
     parent = torch.cat([rows, rows])
     splits = {k: torch.cat([pos[k], neg[k]]) for k in names}
-    inherited = {k: (v[0][parent], v[1][parent]) for k, v in pre.items()}
+    inherited = take_bounds(pre, parent)
     return Domains(d.cs.with_box(d.cs.lo[parent], d.cs.hi[parent], parent), splits, inherited)
 
 
@@ -184,7 +180,7 @@ def _settle_leaves(q, leaves: Domains, pre: dict, idx: np.ndarray):
     q.stats["lp_leaves"] = q.stats.get("lp_leaves", 0) + len(idx)
     for i, k in enumerate(idx):
         leaf = leaves.take([i])
-        pre_l = {n: (v[0][k:k + 1], v[1][k:k + 1]) for n, v in pre.items()}
+        pre_l = take_bounds(pre, slice(k, k + 1))
         out = _settle_leaf(q, leaf, pre_l)
         if out is not True:
             return out
@@ -235,7 +231,7 @@ def relu_split_bab(q, cases: Cases) -> Result:
         kept = Domains(Cases(cs.lo, cs.hi, cs.C, cs.d, cs.member, valid, cs.case), batch.splits, None).take(idx)
         lb_k = lb[idx]
         rec_k = {k: v[idx] for k, v in record.items()}
-        pre_k = {k: (v[0][idx], v[1][idx]) for k, v in pre.items()}
+        pre_k = take_bounds(pre, idx)
         x = lower_bound_minimisers(kept.cs, lb_k, rec_k[q.graph.input_name])
         found = try_confirm(q, kept.cs, x, violations(q.graph, kept.cs, x))
         if found is not None:
@@ -253,7 +249,7 @@ def relu_split_bab(q, cases: Cases) -> Result:
             if inner.size == 0:
                 continue
             kept, lb_k = kept.take(inner), lb_k[inner]
-            pre_k = {k: (v[0][inner], v[1][inner]) for k, v in pre_k.items()}
+            pre_k = take_bounds(pre_k, inner)
             layer, neuron = layer[inner], neuron[inner]
         stack.append(_children(kept, pre_k, names, layer, neuron))
         progress.maybe("ReLU BaB: %d open domains after %d rounds (%d bounded, %d LP leaves), worst bound %.4g",
