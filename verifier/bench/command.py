@@ -11,6 +11,7 @@ import datetime as dt
 import platform
 import re
 import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -57,6 +58,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
+    # a shell starts background jobs with SIGINT ignored, and Python keeps an inherited SIG_IGN:
+    # Ctrl-C (or a harness's SIGINT) must still stop a run and keep its partial results
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     args = parser().parse_args(argv)
     try:
         instances, skipped = choose(args)
