@@ -1,7 +1,6 @@
 """Concrete execution of the IR: the reference the bound algorithms are tested against."""
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from .ir import Graph

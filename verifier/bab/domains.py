@@ -37,6 +37,25 @@ def take_bounds(pre: Bounds | None, idx) -> Bounds | None:
     return None if pre is None else {k: (v[0][idx], v[1][idx]) for k, v in pre.items()}
 
 
+def weakest_open_bound(cs: Cases, lb: Tensor) -> Tensor:
+    """Per domain, the lowest over its open conjuncts of the conjunct's best row bound (N,):
+    how far the domain is from being refuted (+inf once it is)."""
+    per_conj = torch.where(cs.member, lb.unsqueeze(1), -torch.inf).amax(-1)
+    return torch.where(cs.valid, per_conj, torch.inf).amin(-1)
+
+
+def pop_batch(stack: list, size: int, join):
+    """Join the stack of pending domain batches and split off the newest `size` domains (depth
+    first).  Domain batches have __len__ and take(indices).  Returns (queue length, batch, rest)."""
+    import numpy as np
+
+    queue = join(stack)
+    n = min(size, len(queue))
+    batch = queue.take(np.arange(len(queue) - n, len(queue)))
+    rest = [queue.take(np.arange(0, len(queue) - n))] if len(queue) > n else []
+    return len(queue), batch, rest
+
+
 def lower_bound_minimisers(cs: Cases, lb: Tensor, A_in: Tensor) -> Tensor:
     """For each domain, the box corner that minimises the linear lower bound of its weakest open
     row: a cheap, often excellent counterexample candidate.  A_in: (N, Q, *in).  (N, *in)."""

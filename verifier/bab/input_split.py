@@ -20,8 +20,8 @@ from ..bounds.backward import crown_intermediate, crown_output
 from ..bounds.forward import forward_bounds
 from ..spec import Cases, conjuncts_refuted
 from ..verdict import Result, Verdict
-from .domains import (AdaptiveBatch, Progress, cat_bounds, cat_cases, lower_bound_minimisers, take_bounds,
-                      violations)
+from .domains import (AdaptiveBatch, Progress, cat_bounds, cat_cases, lower_bound_minimisers, pop_batch,
+                      take_bounds, violations, weakest_open_bound)
 
 
 @dataclass
@@ -34,15 +34,14 @@ class Pending:
     def __len__(self) -> int:
         return len(self.cs)
 
+    def take(self, idx: np.ndarray) -> "Pending":
+        return Pending(self.cs.select(idx), take_bounds(self.pre, idx))
+
 
 def _join(parts: list[Pending]) -> Pending:
     if len(parts) == 1:
         return parts[0]
     return Pending(cat_cases([p.cs for p in parts]), cat_bounds([p.pre for p in parts]))
-
-
-def _take(p: Pending, idx: np.ndarray) -> Pending:
-    return Pending(p.cs.select(idx), take_bounds(p.pre, idx))
 
 
 def _bound(graph, p: Pending, method: str, deadline):
@@ -95,9 +94,7 @@ DOMAIN_ATTACK = AttackConfig(samples=8, restarts=2, steps=30, budget_points=4096
 
 def _most_promising(cs: Cases, lb: Tensor, k: int) -> np.ndarray:
     """Indices of the k domains whose weakest open conjunct has the lowest bound."""
-    per_conj = torch.where(cs.member, lb.unsqueeze(1), -torch.inf).amax(-1)
-    worst = torch.where(cs.valid, per_conj, torch.inf).amin(-1)
-    return torch.argsort(worst)[:k].cpu().numpy()
+    return torch.argsort(weakest_open_bound(cs, lb))[:k].cpu().numpy()
 
 
 def input_split_bab(q, cases: Cases) -> Result:
@@ -112,15 +109,12 @@ def input_split_bab(q, cases: Cases) -> Result:
     size = AdaptiveBatch(1024, cfg.batch, fast=1.0, slow=4.0)  # big batches amortise; CROWN checks the deadline inside
     while stack:
         q.deadline.check()
-        queue = _join(stack)
-        if len(queue) > cfg.max_domains:
+        queued, batch, stack = pop_batch(stack, size.size, _join)
+        if queued > cfg.max_domains:
             return Result(Verdict.UNKNOWN, reason="too many open domains")
-        take = min(size.size, len(queue))
-        batch = _take(queue, np.arange(len(queue) - take, len(queue)))
-        stack = [_take(queue, np.arange(0, len(queue) - take))] if len(queue) > take else []
         t0 = time.monotonic()
         lb, A_in, pre = _bound(q.graph, batch, cfg.input_split_bounds, q.deadline)
-        size.update(take, time.monotonic() - t0)
+        size.update(len(batch), time.monotonic() - t0)
         cs = batch.cs
         valid = cs.valid & ~conjuncts_refuted(cs, lb, q.tol)
         cs = Cases(cs.lo, cs.hi, cs.C, cs.d, cs.member, valid, cs.case)
@@ -148,6 +142,6 @@ def input_split_bab(q, cases: Cases) -> Result:
         stack.append(_split(Pending(cs, take_bounds(pre, idx)), lb, A_in))
         progress.maybe("input BaB: %d open domains, %.4f%% of the volume proved, worst bound %.4g",
                        sum(len(s) for s in stack), 100 * proved / max(total, 1e-300),
-                       float(lb.max(-1).values.min()))
+                       float(weakest_open_bound(cs, lb).min()))
     q.stats.update(bab_rounds=rounds, bab_domains=domains)
     return Result(Verdict.UNSAT)

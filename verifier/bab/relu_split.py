@@ -21,8 +21,8 @@ from ..bounds.alpha import alpha_lower
 from ..bounds.backward import crown_intermediate, crown_output
 from ..spec import Cases, conjuncts_refuted
 from ..verdict import Result, Verdict
-from .domains import (AdaptiveBatch, Progress, cat_bounds, cat_cases, lower_bound_minimisers, take_bounds,
-                      violations)
+from .domains import (AdaptiveBatch, Progress, cat_bounds, cat_cases, lower_bound_minimisers, pop_batch,
+                      take_bounds, violations, weakest_open_bound)
 
 INF = float("inf")
 
@@ -188,12 +188,6 @@ def _settle_leaves(q, leaves: Domains, pre: dict, idx: np.ndarray):
     return True
 
 
-def _worst(cs: Cases, lb: Tensor) -> Tensor:
-    """The lowest, over domains and their open conjuncts, of the conjunct's best row bound."""
-    per_conj = torch.where(cs.member, lb.unsqueeze(1), -INF).amax(-1)
-    return torch.where(cs.valid, per_conj, INF).amin()
-
-
 def relu_split_bab(q, cases: Cases) -> Result:
     from ..pipeline import stage_attack, try_confirm
 
@@ -211,15 +205,12 @@ def relu_split_bab(q, cases: Cases) -> Result:
     size = AdaptiveBatch(16, cfg.batch)
     while stack:
         q.deadline.check()
-        queue = _join(stack)
-        if len(queue) > cfg.max_domains:
+        queued, batch, stack = pop_batch(stack, size.size, _join)
+        if queued > cfg.max_domains:
             return Result(Verdict.UNKNOWN, reason="too many open domains")
-        take = min(size.size, len(queue))
-        batch = queue.take(np.arange(len(queue) - take, len(queue)))
-        stack = [queue.take(np.arange(0, len(queue) - take))] if len(queue) > take else []
         t0 = time.monotonic()
         lb, record, pre = _bound(q, batch, alpha_iters=q.cfg.bab_alpha_iterations)
-        size.update(take, time.monotonic() - t0)
+        size.update(len(batch), time.monotonic() - t0)
         cs = batch.cs
         valid = cs.valid & ~conjuncts_refuted(cs, lb, q.tol)
         open_ = valid.any(-1)
@@ -254,7 +245,7 @@ def relu_split_bab(q, cases: Cases) -> Result:
         stack.append(_children(kept, pre_k, names, layer, neuron))
         progress.maybe("ReLU BaB: %d open domains after %d rounds (%d bounded, %d LP leaves), worst bound %.4g",
                        sum(len(s) for s in stack), rounds, domains, q.stats.get("lp_leaves", 0),
-                       float(_worst(kept.cs, lb_k)))
+                       float(weakest_open_bound(kept.cs, lb_k).min()))
         if rounds % 20 == 0:
             found = stage_attack(q, cases)
             if found is not None:
