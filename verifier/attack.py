@@ -36,14 +36,68 @@ def attack(graph: Graph, sp: Cases, deadline: Deadline, cfg: AttackConfig = Atta
         samples = max(1, min(cfg.samples, cfg.budget_points // P))
         cfg = replace(cfg, samples=samples, restarts=max(1, min(cfg.restarts, samples)))
     best_x, best_v = sp.lo.clone(), torch.full((P,), float("inf"), dtype=sp.lo.dtype, device=sp.lo.device)
-    step = _chunks(P, max(cfg.samples, cfg.restarts), in_size, cfg)
+    low_dim = 0 < in_size <= cfg.search_max_dim and cfg.search_steps > 0
+    search = (0, 0, 0)  # samples, elites, children per case
+    if low_dim:  # the search's points per case and step stay within budget_points over all cases
+        per_case = max(1, cfg.budget_points // max(1, P))
+        elites = max(1, min(cfg.search_elites, per_case // cfg.search_children))
+        children = max(1, min(cfg.search_children, per_case // elites))
+        search = (max(elites, min(cfg.search_samples, per_case)), elites, children)
+    step = _chunks(P, max(cfg.samples, cfg.restarts, search[1] * search[2]), in_size, cfg)
     for s in range(0, P, step):
         if deadline.expired():
             break
         part = sp.select(range(s, min(P, s + step)))
         x, v = _attack_part(graph, part, deadline, cfg, generator)
+        if low_dim and not bool((v <= 0).all()):
+            xs, vs = _search_part(graph, part, deadline, cfg, *search, generator)
+            better = vs < v
+            x = torch.where(better.reshape((-1,) + (1,) * (x.dim() - 1)), xs, x)
+            v = torch.minimum(vs, v)
         best_x[s:s + len(part)], best_v[s:s + len(part)] = x, v
     return best_x, best_v
+
+
+def _values(graph: Graph, sp: Cases, pts: Tensor, max_points: int) -> Tensor:
+    """_objective over (P, N, *in) in slices of at most max_points points; no gradient."""
+    P, N = pts.shape[:2]
+    step = max(1, max_points // max(1, P))
+    with torch.no_grad():
+        return torch.cat([_objective(graph, sp, pts[:, i:i + step]) for i in range(0, N, step)], dim=1)
+
+
+def _select(pts: Tensor, v: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The k lowest-violation points per subproblem, best first: (P, k, *in), (P, k)."""
+    vals, idx = v.topk(k, dim=1, largest=False, sorted=True)
+    idx = idx.reshape(idx.shape + (1,) * (pts.dim() - 2)).expand(idx.shape + pts.shape[2:])
+    return torch.gather(pts, 1, idx), vals
+
+
+def _search_part(graph: Graph, sp: Cases, deadline: Deadline, cfg: AttackConfig, samples: int, E: int,
+                 L: int, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    """Gradient-free search for low-dimensional inputs: uniform samples, half of them with some
+    coordinates snapped to a face of the box (counterexamples often lie there), then elites that
+    breed Gaussian children with a shrinking radius.  ((P, *in), (P,))."""
+    lo, hi = sp.lo.unsqueeze(1), sp.hi.unsqueeze(1)
+    P, shape = lo.shape[0], tuple(lo.shape[2:])
+    width = hi - lo
+    rand = lambda *size: torch.rand(size, dtype=lo.dtype, device=lo.device, generator=generator)
+    u = rand(P, samples, *shape)
+    on_face = (rand(P, samples, *shape) < 0.25) & (torch.arange(samples, device=lo.device) >= samples // 2
+                                                   ).reshape((1, samples) + (1,) * len(shape))
+    u = torch.where(on_face, (rand(P, samples, *shape) < 0.5).to(lo.dtype), u)
+    pts = lo + width * u
+    elites, ev = _select(pts, _values(graph, sp, pts, cfg.max_points), E)
+    for it in range(cfg.search_steps):
+        if deadline.expired() or bool((ev[:, 0] <= 0).all()):
+            break
+        radius = 0.1 * (1e-3 ** (it / max(1, cfg.search_steps - 1)))
+        noise = torch.randn((P, E * L) + shape, dtype=lo.dtype, device=lo.device, generator=generator)
+        kids = elites.repeat_interleave(L, dim=1) + radius * width * noise
+        kids = torch.minimum(torch.maximum(kids, lo), hi)
+        elites, ev = _select(torch.cat([elites, kids], 1),
+                             torch.cat([ev, _values(graph, sp, kids, cfg.max_points)], 1), E)
+    return elites[:, 0], ev[:, 0]
 
 
 def _attack_part(graph: Graph, sp: Cases, deadline: Deadline, cfg: AttackConfig,

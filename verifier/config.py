@@ -14,6 +14,13 @@ class AttackConfig:
     step_frac: float = 0.1   # first step as a fraction of the box width (decays to ~1/20 of it)
     max_points: int = 65536  # points evaluated at once (memory)
     budget_points: int = 100_000  # samples over all cases: many cases get fewer each
+    # gradient-free local search for low-dimensional inputs, where PGD stalls on flat, piecewise
+    # linear landscapes (ACAS Xu): many samples (some on the box faces), then an evolution of elites
+    search_max_dim: int = 64   # inputs of at most this many elements get it
+    search_samples: int = 100_000
+    search_elites: int = 64
+    search_children: int = 64  # per elite and step
+    search_steps: int = 60
 
 
 @dataclass(frozen=True)

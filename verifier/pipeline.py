@@ -27,7 +27,7 @@ log = logging.getLogger("verifier")
 MAX_CONFIRM = 32  # candidates re-run through onnxruntime per attack round
 # before any bound: a few samples and a short PGD per case (cheap even with 10^4 cases); the
 # full attack runs on the cases the bounds leave open
-QUICK_ATTACK = AttackConfig(samples=16, restarts=2, steps=10, budget_points=20_000)
+QUICK_ATTACK = AttackConfig(samples=16, restarts=2, steps=10, budget_points=20_000, search_steps=20)
 
 
 @dataclass
@@ -99,10 +99,11 @@ def _as_float32(cs: Cases) -> Cases:
     return Cases(f(cs.lo), f(cs.hi), f(cs.C), f(cs.d), cs.member, cs.valid, cs.case)
 
 
-def stage_attack(q: Query, cases: Cases, cfg: AttackConfig | None = None) -> Result | None:
+def stage_attack(q: Query, cases: Cases, cfg: AttackConfig | None = None, round_: int = 0) -> Result | None:
+    """round_ varies the random stream when the same cases are attacked again."""
     fast = _as_float32(cases)
     xs, vs = attack(q.fast_graph, fast, q.deadline, cfg or q.cfg.attack,
-                    torch.Generator(device=cases.lo.device).manual_seed(q.cfg.seed))
+                    torch.Generator(device=cases.lo.device).manual_seed(q.cfg.seed + 7919 * round_))
     if len(vs):
         best = float(vs.min())
         q.stats["attack_best"] = min(best, q.stats.get("attack_best", best))

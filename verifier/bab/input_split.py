@@ -20,6 +20,7 @@ from ..bounds.backward import crown_intermediate, crown_output
 from ..bounds.forward import forward_bounds
 from ..spec import Cases, conjuncts_refuted
 from ..verdict import Result, Verdict
+from .clip import clip_boxes
 from .domains import (AdaptiveBatch, Progress, cat_bounds, cat_cases, lower_bound_minimisers, pop_batch,
                       take_bounds, violations, weakest_open_bound)
 
@@ -89,7 +90,7 @@ def _split(p: Pending, lb: Tensor, A_in: Tensor) -> Pending:
 # places the bounds cannot exclude are where thin violating regions hide
 ATTACK_EVERY = 8
 ATTACK_DOMAINS = 256
-DOMAIN_ATTACK = AttackConfig(samples=8, restarts=2, steps=30, budget_points=4096)
+DOMAIN_ATTACK = AttackConfig(samples=8, restarts=2, steps=30, budget_points=16384, search_steps=10)
 
 
 def _most_promising(cs: Cases, lb: Tensor, k: int) -> np.ndarray:
@@ -117,10 +118,11 @@ def input_split_bab(q, cases: Cases) -> Result:
         size.update(len(batch), time.monotonic() - t0)
         cs = batch.cs
         valid = cs.valid & ~conjuncts_refuted(cs, lb, q.tol)
-        cs = Cases(cs.lo, cs.hi, cs.C, cs.d, cs.member, valid, cs.case)
-        open_ = valid.any(-1)
         vol = (cs.hi - cs.lo).reshape(len(cs), -1).prod(-1)
-        proved += float(vol[~open_].sum())
+        lo, hi, valid = clip_boxes(Cases(cs.lo, cs.hi, cs.C, cs.d, cs.member, valid, cs.case), lb, A_in, q.tol)
+        cs = Cases(lo, hi, cs.C, cs.d, cs.member, valid, cs.case)
+        open_ = valid.any(-1)
+        proved += float(vol.sum() - (cs.hi - cs.lo).reshape(len(cs), -1).prod(-1)[open_].sum())
         rounds += 1
         domains += len(cs)
         q.stats.update(bab_rounds=rounds, bab_domains=domains, proved_volume=proved / max(total, 1e-300))
@@ -135,7 +137,13 @@ def input_split_bab(q, cases: Cases) -> Result:
             q.stats.update(bab_rounds=rounds, bab_domains=domains)
             return found
         if rounds % ATTACK_EVERY == 0:
-            found = stage_attack(q, cs.select(_most_promising(cs, lb, ATTACK_DOMAINS)), DOMAIN_ATTACK)
+            # alternately: PGD in the worst domains, and a fresh search over the whole cases
+            # (where a thin violating region hides, a new random stream often lands in it)
+            if rounds % (2 * ATTACK_EVERY):
+                found = stage_attack(q, cs.select(_most_promising(cs, lb, ATTACK_DOMAINS)), DOMAIN_ATTACK,
+                                     round_=rounds)
+            else:
+                found = stage_attack(q, cases, q.cfg.attack, round_=rounds)
             if found is not None:
                 q.stats.update(bab_rounds=rounds, bab_domains=domains)
                 return found
