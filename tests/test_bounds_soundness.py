@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from helpers_nets import (Builder, one_torch_thread, random_branches, random_convnet,  # noqa: F401 (fixture)
                           random_exotic, random_mlp, random_residual)
 from verifier.attack import AttackConfig, attack
-from verifier.bounds.alpha import AlphaConfig, alpha_lower
+from verifier.bounds.alpha import AlphaConfig, alpha_intermediate, alpha_lower
 from verifier.bounds.backward import activation_inputs, crown_intermediate, crown_output
 from verifier.bounds.forward import forward_bounds
 from verifier.bounds.interval import interval_bounds
@@ -139,7 +139,7 @@ def assert_lower(what: str, lb: torch.Tensor, C: torch.Tensor, y: torch.Tensor) 
 
 
 def check_network(graph, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, pts: torch.Tensor,
-                  alpha: bool = True) -> dict:
+                  alpha: bool = True, alpha_layers: bool = False) -> dict:
     """All soundness checks on one network and batch of boxes (C: (B, q, n_out) random rows, to
     which +-I is appended); returns the output bounds found."""
     B = lo.shape[0]
@@ -182,6 +182,13 @@ def check_network(graph, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, pt
         bad = (best < lb - REL * (1 + lb.abs())).nonzero()
         assert bad.numel() == 0, f"alpha-CROWN's best bound below CROWN's at {bad[:5].tolist()}"
         out["alpha"] = best
+    if alpha_layers:
+        tight = alpha_intermediate(graph, lo, hi, pre, AlphaConfig(iterations=2), Deadline(120.0))
+        for act in activation_inputs(graph):
+            (l, h), (l0, h0) = tight[act.name], pre[act.name]
+            assert_inside(f"alpha-CROWN bounds of {act.inputs[0]} (input of {act.name})", vals[act.inputs[0]], l, h)
+            assert (l >= l0).all() and (h <= h0).all(), "alpha-CROWN intermediate bounds looser than CROWN's"
+        assert_lower("alpha-CROWN over alpha-CROWN intermediate bounds", crown_output(graph, lo, hi, rows, tight), rows, y)
     return out
 
 
@@ -201,6 +208,19 @@ def test_bounds_contain_sampled_and_attacked_points(kind, seed, box_seed, eps, q
     C = torch.randn((B, q, graph.output_size), generator=torch.Generator().manual_seed(box_seed), dtype=DT)
     pts = box_points(lo, hi, 48, 32, box_seed)
     check_network(graph, lo, hi, C, pts)
+
+
+@pytest.mark.parametrize("kind", list(NETS))
+@settings(max_examples=3, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(seed=st.integers(0, 3), box_seed=st.integers(0, 10_000), eps=st.sampled_from([0.05, 0.3, 1.0]))
+def test_alpha_intermediate_bounds_contain_points(kind, seed, box_seed, eps):
+    """Optimised-slope bounds of every activation input (alpha_intermediate) hold the sampled and
+    attacked values, are never looser than CROWN's, and the output bound over them holds too."""
+    graph = net(kind, seed, False)
+    lo, hi = random_boxes(graph, 2, eps, box_seed)
+    C = torch.randn((2, 2, graph.output_size), generator=torch.Generator().manual_seed(box_seed), dtype=DT)
+    check_network(graph, lo, hi, C, box_points(lo, hi, 48, 32, box_seed), alpha=False, alpha_layers=True)
 
 
 # --------------------------------------------------------------------------- orderings

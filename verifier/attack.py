@@ -4,6 +4,7 @@ The attack only proposes candidates; confirm.confirm_sat decides.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 
 import torch
@@ -87,11 +88,25 @@ def _search_part(graph: Graph, sp: Cases, deadline: Deadline, cfg: AttackConfig,
                                                    ).reshape((1, samples) + (1,) * len(shape))
     u = torch.where(on_face, (rand(P, samples, *shape) < 0.5).to(lo.dtype), u)
     pts = lo + width * u
-    elites, ev = _select(pts, _values(graph, sp, pts, cfg.max_points), E)
-    for it in range(cfg.search_steps):
+    # the search is cheap on small networks and must stay so on larger ones: sampling stops at
+    # half the time budget, and the steps get what is left at the measured cost per point
+    t0 = time.monotonic()
+    chunk = max(1, min(cfg.max_points, 8192) // P)
+    vals = []
+    for i in range(0, samples, chunk):
+        vals.append(_values(graph, sp, pts[:, i:i + chunk], cfg.max_points))
+        if time.monotonic() - t0 > cfg.search_seconds / 2 or deadline.expired():
+            break
+    v = torch.cat(vals, 1)
+    elites, ev = _select(pts[:, :v.shape[1]], v, min(E, v.shape[1]))
+    E = elites.shape[1]
+    spent = time.monotonic() - t0
+    per_point = spent / (P * v.shape[1])
+    steps = min(cfg.search_steps, int(max(0.0, cfg.search_seconds - spent) / max(per_point * P * E * L, 1e-9)))
+    for it in range(steps):
         if deadline.expired() or bool((ev[:, 0] <= 0).all()):
             break
-        radius = 0.1 * (1e-3 ** (it / max(1, cfg.search_steps - 1)))
+        radius = 0.1 * (1e-3 ** (it / max(1, steps - 1)))
         noise = torch.randn((P, E * L) + shape, dtype=lo.dtype, device=lo.device, generator=generator)
         kids = elites.repeat_interleave(L, dim=1) + radius * width * noise
         kids = torch.minimum(torch.maximum(kids, lo), hi)

@@ -21,12 +21,14 @@ class AttackConfig:
     search_elites: int = 64
     search_children: int = 64  # per elite and step
     search_steps: int = 60
+    search_seconds: float = 1.0  # per batch of cases: the number of steps shrinks to fit
 
 
 @dataclass(frozen=True)
 class AlphaConfig:
     iterations: int = 20
     lr: float = 0.25
+    intermediate_iterations: int = 20  # per layer, for the activation input bounds (0: CROWN's)
 
 
 @dataclass(frozen=True)

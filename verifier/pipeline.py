@@ -6,7 +6,7 @@ ends it with sat, and the query is unsat once every case is refuted.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -14,6 +14,7 @@ import torch
 from vnnlib.property import Property
 
 from .attack import AttackConfig, attack
+from .bounds.alpha import alpha_intermediate
 from .budget import Deadline, OutOfTime
 from .config import VerifyConfig
 from .confirm import ReferenceModel, confirm_sat
@@ -27,7 +28,8 @@ log = logging.getLogger("verifier")
 MAX_CONFIRM = 32  # candidates re-run through onnxruntime per attack round
 # before any bound: a few samples and a short PGD per case (cheap even with 10^4 cases); the
 # full attack runs on the cases the bounds leave open
-QUICK_ATTACK = AttackConfig(samples=16, restarts=2, steps=10, budget_points=20_000, search_steps=20)
+QUICK_ATTACK = AttackConfig(samples=16, restarts=2, steps=10, budget_points=20_000, search_steps=20,
+                            search_seconds=0.25)
 
 
 @dataclass
@@ -110,8 +112,9 @@ def stage_attack(q: Query, cases: Cases, cfg: AttackConfig | None = None, round_
     return try_confirm(q, cases, xs, vs)
 
 
-def stage_bounds(q: Query, cases: Cases) -> np.ndarray:
-    """Indices of the cases that IBP, CROWN and alpha-CROWN leave open."""
+def stage_bounds(q: Query, cases: Cases) -> tuple[np.ndarray, dict | None]:
+    """Indices of the cases that IBP, CROWN and alpha-CROWN leave open, and the activation input
+    bounds found for them (None after IBP alone), which branch and bound starts from."""
     open_idx = np.arange(len(cases))
     with torch.no_grad():
         done = refuted(cases, ibp_lower(q.graph, cases), q.tol).cpu().numpy()
@@ -119,24 +122,33 @@ def stage_bounds(q: Query, cases: Cases) -> np.ndarray:
     q.stats["open_after_ibp"] = int(open_idx.size)
     log.info("IBP: %d of %d cases open", open_idx.size, len(cases))
     if open_idx.size == 0 or not q.cfg.crown:
-        return open_idx
+        return open_idx, None
     q.deadline.check()
     sub = cases.select(open_idx)
     lb, pre = crown_lower(q.graph, sub, q.deadline)
     done = refuted(sub, lb, q.tol).cpu().numpy()
     q.stats["open_after_crown"] = int((~done).sum())
     log.info("CROWN: %d of %d cases open", (~done).sum(), len(cases))
-    if done.all() or not q.cfg.alpha:
-        return open_idx[~done]
-    q.deadline.check()
     keep = np.nonzero(~done)[0]
-    sub = sub.select(keep)
     pre = {k: (v[0][keep], v[1][keep]) for k, v in pre.items()}
+    if done.all() or not q.cfg.alpha:
+        return open_idx[keep], pre
+    q.deadline.check()
+    sub = sub.select(keep)
     lb = torch.maximum(alpha_crown_lower(q.graph, sub, pre, q.cfg.alpha_cfg, q.deadline, q.tol), lb[keep])
     done2 = refuted(sub, lb, q.tol).cpu().numpy()
+    if not done2.all() and q.cfg.alpha_cfg.intermediate_iterations > 0 and not q.deadline.expired():
+        # optimised slopes for the intermediate bounds too: dearer, so only where the cheap form failed
+        pre = alpha_intermediate(q.graph, sub.lo, sub.hi, pre,
+                                 replace(q.cfg.alpha_cfg, iterations=q.cfg.alpha_cfg.intermediate_iterations),
+                                 q.deadline)
+        q.deadline.check()
+        lb = torch.maximum(alpha_crown_lower(q.graph, sub, pre, q.cfg.alpha_cfg, q.deadline, q.tol), lb)
+        done2 = refuted(sub, lb, q.tol).cpu().numpy()
     q.stats["open_after_alpha"] = int((~done2).sum())
     log.info("alpha-CROWN: %d of %d cases open", (~done2).sum(), len(cases))
-    return open_idx[keep[~done2]]
+    left = np.nonzero(~done2)[0]
+    return open_idx[keep[left]], {k: (v[0][left], v[1][left]) for k, v in pre.items()}
 
 
 def decide(q: Query) -> Result:
@@ -149,7 +161,7 @@ def decide(q: Query) -> Result:
         if found is not None:
             return found
         q.deadline.check()
-        open_idx = stage_bounds(q, cases)
+        open_idx, pre = stage_bounds(q, cases)
         if open_idx.size == 0:
             return Result(Verdict.UNSAT)
         q.deadline.check()
@@ -160,7 +172,7 @@ def decide(q: Query) -> Result:
         if q.cfg.bab.enabled:
             from .bab.driver import branch_and_bound
 
-            return branch_and_bound(q, cases.select(open_idx))
+            return branch_and_bound(q, cases.select(open_idx), pre)
         return Result(Verdict.UNKNOWN)
     except OutOfTime:
         return Result(Verdict.TIMEOUT)

@@ -90,7 +90,8 @@ def _split(p: Pending, lb: Tensor, A_in: Tensor) -> Pending:
 # places the bounds cannot exclude are where thin violating regions hide
 ATTACK_EVERY = 8
 ATTACK_DOMAINS = 256
-DOMAIN_ATTACK = AttackConfig(samples=8, restarts=2, steps=30, budget_points=16384, search_steps=10)
+DOMAIN_ATTACK = AttackConfig(samples=8, restarts=2, steps=30, budget_points=16384, search_steps=10,
+                             search_seconds=0.25)
 
 
 def _most_promising(cs: Cases, lb: Tensor, k: int) -> np.ndarray:
@@ -98,12 +99,12 @@ def _most_promising(cs: Cases, lb: Tensor, k: int) -> np.ndarray:
     return torch.argsort(weakest_open_bound(cs, lb))[:k].cpu().numpy()
 
 
-def input_split_bab(q, cases: Cases) -> Result:
+def input_split_bab(q, cases: Cases, pre: dict | None = None) -> Result:
     """Decide the open cases by input splitting; q is the pipeline's Query."""
     from ..pipeline import stage_attack, try_confirm
 
     cfg = q.cfg.bab
-    stack = [Pending(cases, None)]
+    stack = [Pending(cases, pre)]
     total = float(((cases.hi - cases.lo).reshape(len(cases), -1).prod(-1)).sum())
     proved, rounds, domains = 0.0, 0, 0
     progress = Progress()

@@ -188,7 +188,7 @@ def _settle_leaves(q, leaves: Domains, pre: dict, idx: np.ndarray):
     return True
 
 
-def relu_split_bab(q, cases: Cases) -> Result:
+def relu_split_bab(q, cases: Cases, pre: dict | None = None) -> Result:
     from ..pipeline import stage_attack, try_confirm
 
     cfg = q.cfg.bab
@@ -199,7 +199,7 @@ def relu_split_bab(q, cases: Cases) -> Result:
     if len(acts) != len(nonlinear):
         return Result(Verdict.UNKNOWN, reason="ReLU splitting needs every nonlinearity to be splittable")
     splits = {n.name: torch.zeros((len(cases),) + n.shape, dtype=torch.int8, device=cases.lo.device) for n in acts}
-    stack = [Domains(cases, splits, None)]
+    stack = [Domains(cases, splits, pre)]
     rounds, domains = 0, 0
     progress = Progress()
     size = AdaptiveBatch(16, cfg.batch)

@@ -13,7 +13,7 @@ from ..budget import Deadline
 from ..config import AlphaConfig
 from ..ir import Graph
 from ..ops import RULES
-from .backward import crown_output
+from .backward import Relaxation, ancestors, activation_inputs, backward_lower, crown_output
 
 
 class Adam:
@@ -42,11 +42,19 @@ class Adam:
 
 def alpha_lower(graph: Graph, lo: Tensor, hi: Tensor, C: Tensor, d: Tensor,
                 pre: Mapping[str, tuple[Tensor, Tensor]], cfg: AlphaConfig, deadline: Deadline,
-                done: Callable[[Tensor], bool], signs: Mapping[str, Tensor] | None = None) -> Tensor:
+                done: Callable[[Tensor], bool], signs: Mapping[str, Tensor] | None = None,
+                start: str | None = None) -> Tensor:
     """Best lower bounds of C @ y + d found, (B, q).  Stops early once done(best) (the caller's
     refutation test) holds or the deadline passes.  signs: branch-and-bound split decisions
-    (name -> (B, *shape) in {-1, 0, 1}); their beta multipliers are optimised with the slopes."""
+    (name -> (B, *shape) in {-1, 0, 1}); their beta multipliers are optimised with the slopes.
+    start: bound the value of that name instead of the output (C: (B, q, *its shape)); pre then
+    needs only the activations before it."""
     q = C.shape[1]
+    if start is None:
+        bound = lambda *a, **k: crown_output(graph, lo, hi, C, *a, **k)
+    else:
+        bound = lambda p, slopes=None, signs=None, betas=None: backward_lower(
+            graph, lo, hi, start, C, Relaxation(p, slopes, signs, betas))
     params: dict[str, Tensor] = {}
     ranges: dict[str, tuple[Tensor, Tensor]] = {}
     for node in graph.nodes:
@@ -66,7 +74,7 @@ def alpha_lower(graph: Graph, lo: Tensor, hi: Tensor, C: Tensor, d: Tensor,
             betas[name] = torch.zeros((sg.shape[0], q) + tuple(sg.shape[1:]), dtype=lo.dtype,
                                       device=lo.device, requires_grad=True)
     with torch.no_grad():
-        best = crown_output(graph, lo, hi, C, pre) + d
+        best = bound(pre) + d
     if not params and not betas:
         return best
     opt = Adam(list(params.values()) + list(betas.values()), lr=cfg.lr)
@@ -75,10 +83,49 @@ def alpha_lower(graph: Graph, lo: Tensor, hi: Tensor, C: Tensor, d: Tensor,
             break
         with torch.enable_grad():
             slopes = {k: torch.minimum(torch.maximum(v, ranges[k][0]), ranges[k][1]) for k, v in params.items()}
-            lb = crown_output(graph, lo, hi, C, pre, slopes, signs=signs,
-                              betas={k: v.clamp(min=0) for k, v in betas.items()} or None) + d
+            lb = bound(pre, slopes, signs=signs, betas={k: v.clamp(min=0) for k, v in betas.items()} or None) + d
+            if not lb.requires_grad:  # no parameter reaches these rows
+                break
             (-lb.sum()).backward()
         opt.step()
         with torch.no_grad():
             best = torch.maximum(best, lb.detach())
     return best.detach()
+
+
+def alpha_intermediate(graph: Graph, lo: Tensor, hi: Tensor, pre: Mapping[str, tuple[Tensor, Tensor]],
+                       cfg: AlphaConfig, deadline: Deadline, budget_elems: int = 2_000_000
+                       ) -> dict[str, tuple[Tensor, Tensor]]:
+    """Tighter activation input bounds: layer after layer, the lower and upper bounds of each
+    still unstable neuron get their own optimised slopes for the layers before it (the bounds
+    of later layers then start from the tighter ones).  Layers whose rows would need more than
+    budget_elems slope parameters keep their CROWN bounds.  Every bound is intersected with the
+    given one, so the result is never looser."""
+    out = dict(pre)
+    for act in activation_inputs(graph):
+        upstream = {n.name for n in ancestors(graph, act.inputs[0])}
+        earlier = [a.name for a in activation_inputs(graph) if a.name in upstream]
+        plo, phi = out[act.name]
+        B = plo.shape[0]
+        flat_lo, flat_hi = plo.reshape(B, -1), phi.reshape(B, -1)
+        mask = (flat_lo < 0) & (flat_hi > 0)
+        U = int(mask.sum(1).max()) if B else 0
+        params = 2 * U * B * sum(graph.by_name[e].size for e in earlier)
+        if U and earlier and params <= budget_elems and not deadline.expired():
+            n = flat_lo.shape[1]
+            order = torch.argsort(mask.to(torch.int8), dim=1, descending=True, stable=True)[:, :U]
+            live = torch.gather(mask, 1, order).to(plo.dtype)
+            rows = torch.arange(U, device=plo.device).unsqueeze(0)
+            batch = torch.arange(B, device=plo.device).unsqueeze(1)
+            C = torch.zeros(B, 2 * U, n, dtype=plo.dtype, device=plo.device)
+            C[batch, rows, order] = live
+            C[batch, U + rows, order] = -live
+            lb = alpha_lower(graph, lo, hi, C.reshape((B, 2 * U) + plo.shape[1:]), C.new_zeros(B, 2 * U),
+                             {e: out[e] for e in earlier}, cfg, deadline, lambda b: False, start=act.inputs[0])
+            ok = live > 0
+            new_lo, new_hi = flat_lo.clone(), flat_hi.clone()
+            cur_lo, cur_hi = torch.gather(flat_lo, 1, order), torch.gather(flat_hi, 1, order)
+            new_lo.scatter_(1, order, torch.where(ok, torch.maximum(cur_lo, lb[:, :U]), cur_lo))
+            new_hi.scatter_(1, order, torch.where(ok, torch.minimum(cur_hi, -lb[:, U:]), cur_hi))
+            out[act.name] = (new_lo.reshape(plo.shape), new_hi.reshape(phi.shape))
+    return out

@@ -35,7 +35,7 @@ class Relaxation:
     betas: Mapping[str, Tensor] | None = None
 
 
-def _ancestors(graph: Graph, start: str) -> list[Node]:
+def ancestors(graph: Graph, start: str) -> list[Node]:
     need = {start}
     out = []
     for n in reversed(graph.nodes):
@@ -56,7 +56,7 @@ def backward_lower(graph: Graph, lo: Tensor, hi: Tensor, start: str, C: Tensor,
     B, q = C.shape[:2]
     A: dict[str, Tensor] = {start: C}
     const = C.new_zeros(B, q)
-    for node in _ancestors(graph, start):
+    for node in ancestors(graph, start):
         a = A.pop(node.name, None)
         if a is None:
             continue
@@ -149,9 +149,10 @@ def crown_intermediate(graph: Graph, lo: Tensor, hi: Tensor, ibp: Bounds | None 
     ibp = interval_bounds(graph, lo, hi) if ibp is None else ibp
     pre: dict[str, tuple[Tensor, Tensor]] = {}
     known: dict[str, tuple[Tensor, Tensor]] = {}
+    last = None
     for act in activation_inputs(graph):
-        if known:  # re-run the cheap interval pass so that later priors use the tighter bounds
-            ibp = interval_bounds(graph, lo, hi, known)
+        if last is not None:  # re-run the cheap interval pass so that later priors use the tighter bounds
+            ibp = interval_bounds(graph, lo, hi, known, reuse=ibp, changed=frozenset([last]), upto=act.inputs[0])
         prior = ibp[act.inputs[0]]
         if fixed is not None and act.name in fixed:
             prior = (torch.maximum(prior[0], fixed[act.name][0]), torch.minimum(prior[1], fixed[act.name][1]))
@@ -160,6 +161,7 @@ def crown_intermediate(graph: Graph, lo: Tensor, hi: Tensor, ibp: Bounds | None 
             plo, phi = torch.maximum(plo, fixed[act.name][0]), torch.minimum(phi, fixed[act.name][1])
         pre[act.name] = (plo, phi)
         known[act.inputs[0]] = (plo, phi)
+        last = act.inputs[0]
     return pre
 
 

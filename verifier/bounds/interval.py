@@ -21,14 +21,27 @@ def _outward(lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def interval_bounds(graph: Graph, lo: Tensor, hi: Tensor,
-                    known: Mapping[str, tuple[Tensor, Tensor]] | None = None) -> Bounds:
+                    known: Mapping[str, tuple[Tensor, Tensor]] | None = None,
+                    reuse: Bounds | None = None, changed: frozenset[str] = frozenset(),
+                    upto: str | None = None) -> Bounds:
     """Sound elementwise bounds of every value for inputs in [lo, hi].
 
     lo, hi: (B, *graph.input_shape).  known: tighter bounds already proved for some values
     (B, *shape); they are intersected with the interval result.  Returns {name: (lo, hi)}.
+    reuse: an earlier result for the same boxes; only the values in `changed` (whose known
+    bounds are new) and those downstream of them are recomputed.  upto: stop once that value is
+    computed (later values are left out).
     """
     out: Bounds = {graph.input_name: (lo, hi)}
+    dirty = set(changed)
     for node in graph.nodes:
+        if reuse is not None and node.name in reuse and node.name not in dirty \
+                and not any(i in dirty for i in node.inputs):
+            out[node.name] = reuse[node.name]
+            if node.name == upto:
+                break
+            continue
+        dirty.add(node.name)
         rule = RULES[node.op]
         ins = [out[i] for i in node.inputs]
         if rule.linear:
@@ -43,4 +56,6 @@ def interval_bounds(graph: Graph, lo: Tensor, hi: Tensor,
             kl, kh = known[node.name]
             l, h = torch.maximum(l, kl), torch.minimum(h, kh)
         out[node.name] = (l, h)
+        if node.name == upto:
+            break
     return out
