@@ -32,20 +32,38 @@ class Domains:
     cs: Cases
     splits: dict[str, Tensor]                   # act name -> (N, *shape) int8 in {-1, 0, 1}
     pre: dict[str, tuple[Tensor, Tensor]] | None  # bounds inherited from the parent
+    warm: dict | None = None  # the parent's optimised {"slopes": {...}, "betas": {...}}, (N, Q, *shape)
 
     def __len__(self) -> int:
         return len(self.cs)
 
     def take(self, idx) -> "Domains":
         i = torch.as_tensor(np.asarray(idx, dtype=np.int64), device=self.cs.lo.device)
-        return Domains(self.cs.select(idx), {k: v[i] for k, v in self.splits.items()}, take_bounds(self.pre, i))
+        warm = None if self.warm is None else {g: {k: v[i] for k, v in part.items()} for g, part in self.warm.items()}
+        return Domains(self.cs.select(idx), {k: v[i] for k, v in self.splits.items()}, take_bounds(self.pre, i), warm)
+
+
+def _cat_warm(parts: list[Domains]) -> dict | None:
+    """Warm starts of several batches stacked; a batch without some tensor gets zero betas for
+    it (no split there yet) and loses its slopes' warm start (None when one lacks them)."""
+    if any(p.warm is None for p in parts):
+        return None
+    slopes = {k: torch.cat([p.warm["slopes"][k] for p in parts]) for k in parts[0].warm["slopes"]
+              if all(k in p.warm["slopes"] for p in parts)}
+    names = set().union(*(p.warm["betas"] for p in parts))
+    betas = {}
+    for k in names:
+        like = next(p.warm["betas"][k] for p in parts if k in p.warm["betas"])
+        betas[k] = torch.cat([p.warm["betas"][k] if k in p.warm["betas"]
+                              else like.new_zeros((len(p),) + like.shape[1:]) for p in parts])
+    return {"slopes": slopes, "betas": betas}
 
 
 def _join(parts: list[Domains]) -> Domains:
     if len(parts) == 1:
         return parts[0]
     splits = {k: torch.cat([p.splits[k] for p in parts]) for k in parts[0].splits}
-    return Domains(cat_cases([p.cs for p in parts]), splits, cat_bounds([p.pre for p in parts]))
+    return Domains(cat_cases([p.cs for p in parts]), splits, cat_bounds([p.pre for p in parts]), _cat_warm(parts))
 
 
 def _clamps(d: Domains) -> dict[str, tuple[Tensor, Tensor]]:
@@ -63,6 +81,7 @@ def _clamps(d: Domains) -> dict[str, tuple[Tensor, Tensor]]:
 def _bound(q, d: Domains, alpha_iters: int):
     cs = d.cs
     record: dict = {}
+    warm: dict = {}
     with torch.no_grad():
         pre = crown_intermediate(q.graph, cs.lo, cs.hi, fixed=_clamps(d), deadline=q.deadline)
         lb = crown_output(q.graph, cs.lo, cs.hi, cs.C, pre, record=record) + cs.d
@@ -73,8 +92,9 @@ def _bound(q, d: Domains, alpha_iters: int):
         valid = cs.valid
         lb = torch.maximum(lb, alpha_lower(
             q.graph, cs.lo, cs.hi, cs.C, cs.d, pre, cfg, q.deadline,
-            lambda b: bool((conjuncts_refuted(cs, b, q.tol) | ~valid).all()), signs=d.splits))
-    return lb, record, pre
+            lambda b: bool((conjuncts_refuted(cs, b, q.tol) | ~valid).all()), signs=d.splits,
+            warm=d.warm, keep=warm))
+    return lb, record, pre, warm or None
 
 
 def _branch(d: Domains, lb: Tensor, record: dict, pre: dict):
@@ -117,7 +137,8 @@ def _children(d: Domains, pre: dict, names, layer: Tensor, idx: Tensor) -> Domai
     parent = torch.cat([rows, rows])
     splits = {k: torch.cat([pos[k], neg[k]]) for k in names}
     inherited = take_bounds(pre, parent)
-    return Domains(d.cs.with_box(d.cs.lo[parent], d.cs.hi[parent], parent), splits, inherited)
+    warm = None if d.warm is None else {g: {k: v[parent] for k, v in part.items()} for g, part in d.warm.items()}
+    return Domains(d.cs.with_box(d.cs.lo[parent], d.cs.hi[parent], parent), splits, inherited, warm)
 
 
 def _affine_forms(q, leaf: Domains, pre: dict, value: str, C: Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -209,7 +230,7 @@ def relu_split_bab(q, cases: Cases, pre: dict | None = None) -> Result:
         if queued > cfg.max_domains:
             return Result(Verdict.UNKNOWN, reason="too many open domains")
         t0 = time.monotonic()
-        lb, record, pre = _bound(q, batch, alpha_iters=q.cfg.bab_alpha_iterations)
+        lb, record, pre, warm = _bound(q, batch, alpha_iters=q.cfg.bab_alpha_iterations)
         size.update(len(batch), time.monotonic() - t0)
         cs = batch.cs
         valid = cs.valid & ~conjuncts_refuted(cs, lb, q.tol)
@@ -219,7 +240,7 @@ def relu_split_bab(q, cases: Cases, pre: dict | None = None) -> Result:
         if not bool(open_.any()):
             continue
         idx = open_.nonzero().flatten().cpu().numpy()
-        kept = Domains(Cases(cs.lo, cs.hi, cs.C, cs.d, cs.member, valid, cs.case), batch.splits, None).take(idx)
+        kept = Domains(Cases(cs.lo, cs.hi, cs.C, cs.d, cs.member, valid, cs.case), batch.splits, None, warm).take(idx)
         lb_k = lb[idx]
         rec_k = {k: v[idx] for k, v in record.items()}
         pre_k = take_bounds(pre, idx)

@@ -43,12 +43,15 @@ class Adam:
 def alpha_lower(graph: Graph, lo: Tensor, hi: Tensor, C: Tensor, d: Tensor,
                 pre: Mapping[str, tuple[Tensor, Tensor]], cfg: AlphaConfig, deadline: Deadline,
                 done: Callable[[Tensor], bool], signs: Mapping[str, Tensor] | None = None,
-                start: str | None = None) -> Tensor:
+                start: str | None = None, warm: Mapping[str, Mapping[str, Tensor]] | None = None,
+                keep: dict | None = None) -> Tensor:
     """Best lower bounds of C @ y + d found, (B, q).  Stops early once done(best) (the caller's
     refutation test) holds or the deadline passes.  signs: branch-and-bound split decisions
     (name -> (B, *shape) in {-1, 0, 1}); their beta multipliers are optimised with the slopes.
     start: bound the value of that name instead of the output (C: (B, q, *its shape)); pre then
-    needs only the activations before it."""
+    needs only the activations before it.  warm: {"slopes": ..., "betas": ...} to start from
+    (a parent domain's, (B, q, *shape) each; any value is sound: slopes are clamped to their
+    range and betas to >= 0).  keep: receives the last slopes and betas in the same form."""
     q = C.shape[1]
     if start is None:
         bound = lambda *a, **k: crown_output(graph, lo, hi, C, *a, **k)
@@ -65,16 +68,30 @@ def alpha_lower(graph: Graph, lo: Tensor, hi: Tensor, C: Tensor, d: Tensor,
         rng = rule.lower_slope_range(node, plo, phi)
         if rng is None:
             continue
-        init = rule.relax(node, plo, phi)[0]
-        params[node.name] = init.unsqueeze(1).expand((-1, q) + init.shape[1:]).clone().requires_grad_(True)
+        if warm is not None and node.name in warm.get("slopes", {}):
+            start_at = warm["slopes"][node.name].to(lo.dtype).clone()
+        else:
+            init = rule.relax(node, plo, phi)[0]
+            start_at = init.unsqueeze(1).expand((-1, q) + init.shape[1:]).clone()
+        params[node.name] = start_at.requires_grad_(True)
         ranges[node.name] = (rng[0].unsqueeze(1), rng[1].unsqueeze(1))
     betas: dict[str, Tensor] = {}
     for name, sg in (signs or {}).items():
         if bool((sg != 0).any()):
-            betas[name] = torch.zeros((sg.shape[0], q) + tuple(sg.shape[1:]), dtype=lo.dtype,
-                                      device=lo.device, requires_grad=True)
+            if warm is not None and name in warm.get("betas", {}):
+                betas[name] = warm["betas"][name].to(lo.dtype).clone().requires_grad_(True)
+            else:
+                betas[name] = torch.zeros((sg.shape[0], q) + tuple(sg.shape[1:]), dtype=lo.dtype,
+                                          device=lo.device, requires_grad=True)
+    clamp = lambda: ({k: torch.minimum(torch.maximum(v, ranges[k][0]), ranges[k][1]) for k, v in params.items()},
+                     {k: v.clamp(min=0) for k, v in betas.items()})
     with torch.no_grad():
         best = bound(pre) + d
+        if warm is not None and (params or betas):
+            sl, bt = clamp()
+            best = torch.maximum(best, bound(pre, sl, signs=signs, betas=bt or None) + d)
+    if keep is not None:
+        keep["slopes"], keep["betas"] = {k: v.detach() for k, v in params.items()}, {k: v.detach() for k, v in betas.items()}
     if not params and not betas:
         return best
     opt = Adam(list(params.values()) + list(betas.values()), lr=cfg.lr)
@@ -82,14 +99,17 @@ def alpha_lower(graph: Graph, lo: Tensor, hi: Tensor, C: Tensor, d: Tensor,
         if deadline.expired() or done(best):
             break
         with torch.enable_grad():
-            slopes = {k: torch.minimum(torch.maximum(v, ranges[k][0]), ranges[k][1]) for k, v in params.items()}
-            lb = bound(pre, slopes, signs=signs, betas={k: v.clamp(min=0) for k, v in betas.items()} or None) + d
+            slopes, bt = clamp()
+            lb = bound(pre, slopes, signs=signs, betas=bt or None) + d
             if not lb.requires_grad:  # no parameter reaches these rows
                 break
             (-lb.sum()).backward()
         opt.step()
         with torch.no_grad():
             best = torch.maximum(best, lb.detach())
+    if keep is not None:
+        with torch.no_grad():
+            keep["slopes"], keep["betas"] = clamp()
     return best.detach()
 
 
