@@ -223,6 +223,27 @@ def test_alpha_intermediate_bounds_contain_points(kind, seed, box_seed, eps):
     check_network(graph, lo, hi, C, box_points(lo, hi, 48, 32, box_seed), alpha=False, alpha_layers=True)
 
 
+@pytest.mark.parametrize("kind", ["mlp_relu", "residual", "conv_maxpool"])
+def test_alpha_from_any_warm_start_stays_sound(kind):
+    """Branch and bound starts alpha-CROWN from a parent's slopes: any start, even out of range,
+    gives sound bounds (slopes are clamped), and the slopes handed back are in range."""
+    graph = net(kind, 1)
+    lo, hi = random_boxes(graph, 2, 0.3, 7)
+    rows = eye_rows(graph.output_size, 2)
+    y = values_at(graph, torch.cat([box_points(lo, hi, 48, 32, 7), attack_points(graph, lo, hi, rows)], 1))[graph.output_name]
+    pre = crown_intermediate(graph, lo, hi)
+    gen = torch.Generator().manual_seed(3)
+    warm = {"slopes": {a.name: 3 * torch.rand((2, rows.shape[1]) + tuple(a.shape), generator=gen, dtype=DT) - 1
+                       for a in activation_inputs(graph)}, "betas": {}}
+    kept: dict = {}
+    d = torch.zeros(rows.shape[:2], dtype=DT)
+    best = alpha_lower(graph, lo, hi, rows, d, pre, AlphaConfig(iterations=3), Deadline(60.0), lambda _: False,
+                       warm=warm, keep=kept)
+    assert_lower("alpha-CROWN from a warm start", best, rows, y)
+    for name, s in kept["slopes"].items():
+        assert ((s >= 0) & (s <= 1)).all(), name
+
+
 # --------------------------------------------------------------------------- orderings
 def _crown_vs_ibp(graph, lo, hi, zero_slopes: bool = False) -> tuple[int, int, float]:
     """(rows where CROWN's output bound is looser than IBP's, rows, worst gap) for C = +-I.
