@@ -104,7 +104,7 @@ def attack_points(graph, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, st
     cases = Cases(rep(lo), rep(hi), C.reshape(K, 1, n_out), torch.full((K, 1), 1e6, dtype=DT),
                   torch.ones((K, 1, 1), dtype=torch.bool), torch.ones((K, 1), dtype=torch.bool),
                   np.arange(K))
-    cfg = AttackConfig(samples=16, restarts=3, steps=steps)
+    cfg = AttackConfig(samples=16, restarts=3, steps=steps, search_steps=0)  # PGD points only
     x, _ = attack(graph, cases, Deadline(120.0), cfg, torch.Generator().manual_seed(0))
     return x.reshape((B, q) + tuple(lo.shape[1:]))
 
