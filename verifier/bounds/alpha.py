@@ -13,7 +13,8 @@ from ..budget import Deadline
 from ..config import AlphaConfig
 from ..ir import Graph
 from ..ops import RULES
-from .backward import Relaxation, ancestors, activation_inputs, backward_lower, crown_output
+from .backward import (Relaxation, activation_inputs, ancestors, backward_lower, bound_rows, crown_output,
+                       tighten, unstable_order)
 
 
 class Adam:
@@ -127,25 +128,14 @@ def alpha_intermediate(graph: Graph, lo: Tensor, hi: Tensor, pre: Mapping[str, t
         earlier = [a.name for a in activation_inputs(graph) if a.name in upstream]
         plo, phi = out[act.name]
         B = plo.shape[0]
-        flat_lo, flat_hi = plo.reshape(B, -1), phi.reshape(B, -1)
-        mask = (flat_lo < 0) & (flat_hi > 0)
-        U = int(mask.sum(1).max()) if B else 0
+        order, live = unstable_order(plo, phi)
+        U = order.shape[1]
         params = 2 * U * B * sum(graph.by_name[e].size for e in earlier)
         if U and earlier and params <= budget_elems and not deadline.expired():
-            n = flat_lo.shape[1]
-            order = torch.argsort(mask.to(torch.int8), dim=1, descending=True, stable=True)[:, :U]
-            live = torch.gather(mask, 1, order).to(plo.dtype)
-            rows = torch.arange(U, device=plo.device).unsqueeze(0)
-            batch = torch.arange(B, device=plo.device).unsqueeze(1)
-            C = torch.zeros(B, 2 * U, n, dtype=plo.dtype, device=plo.device)
-            C[batch, rows, order] = live
-            C[batch, U + rows, order] = -live
-            lb = alpha_lower(graph, lo, hi, C.reshape((B, 2 * U) + plo.shape[1:]), C.new_zeros(B, 2 * U),
-                             {e: out[e] for e in earlier}, cfg, deadline, lambda b: False, start=act.inputs[0])
-            ok = live > 0
-            new_lo, new_hi = flat_lo.clone(), flat_hi.clone()
-            cur_lo, cur_hi = torch.gather(flat_lo, 1, order), torch.gather(flat_hi, 1, order)
-            new_lo.scatter_(1, order, torch.where(ok, torch.maximum(cur_lo, lb[:, :U]), cur_lo))
-            new_hi.scatter_(1, order, torch.where(ok, torch.minimum(cur_hi, -lb[:, U:]), cur_hi))
+            C = bound_rows(order, live, plo)
+            lb = alpha_lower(graph, lo, hi, C, C.new_zeros(B, 2 * U), {e: out[e] for e in earlier}, cfg,
+                             deadline, lambda b: False, start=act.inputs[0])
+            new_lo, new_hi = plo.reshape(B, -1).clone(), phi.reshape(B, -1).clone()
+            tighten(new_lo, new_hi, order, live, lb)
             out[act.name] = (new_lo.reshape(plo.shape), new_hi.reshape(phi.shape))
     return out

@@ -107,33 +107,52 @@ def _bounds_of_value(graph: Graph, lo: Tensor, hi: Tensor, value: str, prior: tu
     (padded to the batch's largest count U), so small, mostly stable domains cost little."""
     plo, phi = prior
     B = plo.shape[0]
-    flat_lo, flat_hi = plo.reshape(B, -1), phi.reshape(B, -1)
-    mask = (flat_lo < 0) & (flat_hi > 0)
-    U = int(mask.sum(1).max()) if B else 0
+    order, live = unstable_order(plo, phi)
+    U = order.shape[1]
     if U == 0:
         return plo, phi
-    n = flat_lo.shape[1]
-    order = torch.argsort(mask.to(torch.int8), dim=1, descending=True, stable=True)[:, :U]  # (B, U)
-    live = torch.gather(mask, 1, order)
     per_row = max(1, graph.input_size + max(nd.size for nd in graph.nodes))
     chunk = max(1, budget_elems // (2 * B * per_row))
-    new_lo, new_hi = flat_lo.clone(), flat_hi.clone()
-    batch = torch.arange(B, device=plo.device).unsqueeze(1)
+    new_lo, new_hi = plo.reshape(B, -1).clone(), phi.reshape(B, -1).clone()
     for start in range(0, U, chunk):
         if deadline is not None:
             deadline.check()
         idx, ok = order[:, start:start + chunk], live[:, start:start + chunk]
-        k = idx.shape[1]
-        rows = torch.arange(k, device=plo.device).unsqueeze(0)
-        C = torch.zeros(B, 2 * k, n, dtype=plo.dtype, device=plo.device)
-        one = ok.to(plo.dtype)
-        C[batch, rows, idx] = one
-        C[batch, k + rows, idx] = -one
-        lb = backward_lower(graph, lo, hi, value, C.reshape((B, 2 * k) + plo.shape[1:]), relax)
-        cur_lo, cur_hi = torch.gather(new_lo, 1, idx), torch.gather(new_hi, 1, idx)
-        new_lo.scatter_(1, idx, torch.where(ok, torch.maximum(cur_lo, lb[:, :k]), cur_lo))
-        new_hi.scatter_(1, idx, torch.where(ok, torch.minimum(cur_hi, -lb[:, k:]), cur_hi))
+        lb = backward_lower(graph, lo, hi, value, bound_rows(idx, ok, plo), relax)
+        tighten(new_lo, new_hi, idx, ok, lb)
     return new_lo.reshape(plo.shape), new_hi.reshape(phi.shape)
+
+
+def unstable_order(plo: Tensor, phi: Tensor) -> tuple[Tensor, Tensor]:
+    """Per domain, the flat indices of the elements whose interval straddles 0, first, padded to
+    the batch's largest count U: (order (B, U), live (B, U) bool, False on padding)."""
+    B = plo.shape[0]
+    mask = (plo.reshape(B, -1) < 0) & (phi.reshape(B, -1) > 0)
+    U = int(mask.sum(1).max()) if B else 0
+    order = torch.argsort(mask.to(torch.int8), dim=1, descending=True, stable=True)[:, :U]
+    return order, torch.gather(mask, 1, order)
+
+
+def bound_rows(idx: Tensor, ok: Tensor, like: Tensor) -> Tensor:
+    """Objective rows +e_i then -e_i for the elements idx (B, k) of a value shaped like `like`
+    (B, *shape); padding rows (ok False) are zero.  (B, 2k, *shape)."""
+    B, k = idx.shape
+    rows = torch.arange(k, device=idx.device).unsqueeze(0)
+    batch = torch.arange(B, device=idx.device).unsqueeze(1)
+    C = torch.zeros(B, 2 * k, like[0].numel(), dtype=like.dtype, device=like.device)
+    one = ok.to(like.dtype)
+    C[batch, rows, idx] = one
+    C[batch, k + rows, idx] = -one
+    return C.reshape((B, 2 * k) + like.shape[1:])
+
+
+def tighten(flat_lo: Tensor, flat_hi: Tensor, idx: Tensor, ok: Tensor, lb: Tensor) -> None:
+    """Intersect, in place, the bounds (B, n) of the elements idx (B, k) with the lower bounds lb
+    (B, 2k) of the rows bound_rows made (+e_i: lower bound, -e_i: minus the upper bound)."""
+    k = idx.shape[1]
+    cur_lo, cur_hi = torch.gather(flat_lo, 1, idx), torch.gather(flat_hi, 1, idx)
+    flat_lo.scatter_(1, idx, torch.where(ok, torch.maximum(cur_lo, lb[:, :k]), cur_lo))
+    flat_hi.scatter_(1, idx, torch.where(ok, torch.minimum(cur_hi, -lb[:, k:]), cur_hi))
 
 
 def crown_intermediate(graph: Graph, lo: Tensor, hi: Tensor, ibp: Bounds | None = None,
