@@ -14,6 +14,7 @@ import torch
 from vnnlib.property import Property
 
 from .attack import AttackConfig, attack
+from .bab.domains import take_bounds
 from .bounds.alpha import alpha_intermediate
 from .budget import Deadline, OutOfTime
 from .config import VerifyConfig
@@ -130,7 +131,7 @@ def stage_bounds(q: Query, cases: Cases) -> tuple[np.ndarray, dict | None]:
     q.stats["open_after_crown"] = int((~done).sum())
     log.info("CROWN: %d of %d cases open", (~done).sum(), len(cases))
     keep = np.nonzero(~done)[0]
-    pre = {k: (v[0][keep], v[1][keep]) for k, v in pre.items()}
+    pre = take_bounds(pre, keep)
     if done.all() or not q.cfg.alpha:
         return open_idx[keep], pre
     q.deadline.check()
@@ -148,7 +149,7 @@ def stage_bounds(q: Query, cases: Cases) -> tuple[np.ndarray, dict | None]:
     q.stats["open_after_alpha"] = int((~done2).sum())
     log.info("alpha-CROWN: %d of %d cases open", (~done2).sum(), len(cases))
     left = np.nonzero(~done2)[0]
-    return open_idx[keep[left]], {k: (v[0][left], v[1][left]) for k, v in pre.items()}
+    return open_idx[keep[left]], take_bounds(pre, left)
 
 
 def decide(q: Query) -> Result:

@@ -39,8 +39,13 @@ class Domains:
 
     def take(self, idx) -> "Domains":
         i = torch.as_tensor(np.asarray(idx, dtype=np.int64), device=self.cs.lo.device)
-        warm = None if self.warm is None else {g: {k: v[i] for k, v in part.items()} for g, part in self.warm.items()}
-        return Domains(self.cs.select(idx), {k: v[i] for k, v in self.splits.items()}, take_bounds(self.pre, i), warm)
+        return Domains(self.cs.select(idx), {k: v[i] for k, v in self.splits.items()}, take_bounds(self.pre, i),
+                       _take_warm(self.warm, i))
+
+
+def _take_warm(warm: dict | None, idx) -> dict | None:
+    """The warm starts of the domains idx (indices, possibly repeated)."""
+    return None if warm is None else {g: {k: v[idx] for k, v in part.items()} for g, part in warm.items()}
 
 
 def _cat_warm(parts: list[Domains]) -> dict | None:
@@ -137,8 +142,8 @@ def _children(d: Domains, pre: dict, names, layer: Tensor, idx: Tensor) -> Domai
     parent = torch.cat([rows, rows])
     splits = {k: torch.cat([pos[k], neg[k]]) for k in names}
     inherited = take_bounds(pre, parent)
-    warm = None if d.warm is None else {g: {k: v[parent] for k, v in part.items()} for g, part in d.warm.items()}
-    return Domains(d.cs.with_box(d.cs.lo[parent], d.cs.hi[parent], parent), splits, inherited, warm)
+    return Domains(d.cs.with_box(d.cs.lo[parent], d.cs.hi[parent], parent), splits, inherited,
+                   _take_warm(d.warm, parent))
 
 
 def _affine_forms(q, leaf: Domains, pre: dict, value: str, C: Tensor) -> tuple[np.ndarray, np.ndarray]:
