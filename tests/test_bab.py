@@ -14,6 +14,9 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 import verifier
+from verifier.bab.relu_split import Domains, _intermediate
+from verifier.bounds.backward import crown_intermediate
+from verifier.budget import Deadline
 from verifier.config import BabConfig, VerifyConfig
 from verifier.evaluate import forward
 from verifier.lp.leaf import leaf_bound
@@ -21,6 +24,7 @@ from verifier.onnx_import import to_graph
 from verifier.verdict import Verdict
 
 from helpers_nets import random_mlp
+from types import SimpleNamespace
 
 
 def _spec(threshold: float) -> str:
@@ -80,3 +84,32 @@ def test_lp_leaf_bound_is_below_every_point(seed, m, n):
         assert np.all(x >= lo - 1e-9) and np.all(x <= hi + 1e-9)
         assert bound <= (G @ x + g).max() + 1e-9
         assert (G @ x + g).max() - bound < 1e-6
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_relu_split_recomputes_only_stale_bounds_to_the_same_values(seed):
+    """A child differs from its parent by one split: recomputing only the activations after
+    it gives the bounds a full recomputation gives."""
+    rng = np.random.default_rng(seed)
+    g = to_graph(random_mlp(rng, 3, [12, 12, 12, 12], 2, ["Relu"]))
+    B = 4
+    lo = torch.as_tensor(rng.uniform(-1, 0, size=(1, 3))).repeat(B, 1)
+    hi = lo + 1.0
+    parent = crown_intermediate(g, lo, hi)
+    names = list(parent)
+    splits = {k: torch.zeros(v[0].shape, dtype=torch.int8) for k, v in parent.items()}
+    fresh = torch.zeros(B, dtype=torch.long)
+    for b in range(B):  # each domain: one split in a different layer, on an unstable neuron
+        layer = b % len(names)
+        plo, phi = parent[names[layer]]
+        unstable = ((plo[b] < 0) & (phi[b] > 0)).nonzero().flatten()
+        if unstable.numel():
+            splits[names[layer]][b, unstable[0]] = 1 if b % 2 else -1
+        fresh[b] = layer + 1
+    d = Domains(SimpleNamespace(lo=lo, hi=hi), splits, parent, None, fresh)
+    q = SimpleNamespace(graph=g, deadline=Deadline(60))
+    partial = _intermediate(q, d)
+    full = _intermediate(q, Domains(d.cs, splits, parent, None, None))
+    for k in names:
+        for a, b in zip(partial[k], full[k]):
+            assert torch.allclose(a, b, rtol=0, atol=1e-12), k

@@ -45,15 +45,24 @@ def weakest_open_bound(cs: Cases, lb: Tensor) -> Tensor:
 
 
 def pop_batch(stack: list, size: int, join):
-    """Join the stack of pending domain batches and split off the newest `size` domains (depth
-    first).  Domain batches have __len__ and take(indices).  Returns (queue length, batch, rest)."""
+    """Split off the newest `size` domains of the stack of pending domain batches (depth first),
+    joining only the batches they come from.  Domain batches have __len__ and take(indices).
+    Returns (queue length, batch, rest of the stack)."""
     import numpy as np
 
-    queue = join(stack)
-    n = min(size, len(queue))
-    batch = queue.take(np.arange(len(queue) - n, len(queue)))
-    rest = [queue.take(np.arange(0, len(queue) - n))] if len(queue) > n else []
-    return len(queue), batch, rest
+    queued = sum(len(part) for part in stack)
+    stack = list(stack)
+    taken: list = []
+    n = 0
+    while stack and n < size:
+        part = stack.pop()
+        need = size - n
+        if len(part) > need:
+            stack.append(part.take(np.arange(0, len(part) - need)))
+            part = part.take(np.arange(len(part) - need, len(part)))
+        taken.append(part)
+        n += len(part)
+    return queued, join(taken[::-1]), stack
 
 
 def lower_bound_minimisers(cs: Cases, lb: Tensor, A_in: Tensor) -> Tensor:

@@ -33,6 +33,7 @@ class Domains:
     splits: dict[str, Tensor]                   # act name -> (N, *shape) int8 in {-1, 0, 1}
     pre: dict[str, tuple[Tensor, Tensor]] | None  # bounds inherited from the parent
     warm: dict | None = None  # the parent's optimised {"slopes": {...}, "betas": {...}}, (N, Q, *shape)
+    fresh: Tensor | None = None  # (N,) index of the first activation whose inherited bounds are stale
 
     def __len__(self) -> int:
         return len(self.cs)
@@ -40,7 +41,7 @@ class Domains:
     def take(self, idx) -> "Domains":
         i = torch.as_tensor(np.asarray(idx, dtype=np.int64), device=self.cs.lo.device)
         return Domains(self.cs.select(idx), {k: v[i] for k, v in self.splits.items()}, take_bounds(self.pre, i),
-                       _take_warm(self.warm, i))
+                       _take_warm(self.warm, i), None if self.fresh is None else self.fresh[i])
 
 
 def _take_warm(warm: dict | None, idx) -> dict | None:
@@ -68,7 +69,9 @@ def _join(parts: list[Domains]) -> Domains:
     if len(parts) == 1:
         return parts[0]
     splits = {k: torch.cat([p.splits[k] for p in parts]) for k in parts[0].splits}
-    return Domains(cat_cases([p.cs for p in parts]), splits, cat_bounds([p.pre for p in parts]), _cat_warm(parts))
+    fresh = None if any(p.fresh is None for p in parts) else torch.cat([p.fresh for p in parts])
+    return Domains(cat_cases([p.cs for p in parts]), splits, cat_bounds([p.pre for p in parts]), _cat_warm(parts),
+                   fresh)
 
 
 def _clamps(d: Domains) -> dict[str, tuple[Tensor, Tensor]]:
@@ -83,12 +86,31 @@ def _clamps(d: Domains) -> dict[str, tuple[Tensor, Tensor]]:
     return out
 
 
+def _intermediate(q, d: Domains) -> dict[str, tuple[Tensor, Tensor]]:
+    """Activation input bounds of each domain.  A child differs from its parent by one split, so
+    only the activations from its `fresh` index on are recomputed (the earlier ones' bounds
+    would come out the same); domains are grouped by that index."""
+    cs, clamps = d.cs, _clamps(d)
+    if d.pre is None or d.fresh is None:
+        return crown_intermediate(q.graph, cs.lo, cs.hi, fixed=clamps, deadline=q.deadline)
+    names = list(d.splits)
+    for first in sorted(set(d.fresh.tolist())):
+        if first >= len(names):
+            continue
+        sel = (d.fresh == first).nonzero().flatten()
+        part = crown_intermediate(q.graph, cs.lo[sel], cs.hi[sel], fixed=take_bounds(clamps, sel),
+                                  deadline=q.deadline, first=first)
+        for name in names[first:]:
+            clamps[name][0][sel], clamps[name][1][sel] = part[name]
+    return clamps
+
+
 def _bound(q, d: Domains, alpha_iters: int):
     cs = d.cs
     record: dict = {}
     warm: dict = {}
     with torch.no_grad():
-        pre = crown_intermediate(q.graph, cs.lo, cs.hi, fixed=_clamps(d), deadline=q.deadline)
+        pre = _intermediate(q, d)
         lb = crown_output(q.graph, cs.lo, cs.hi, cs.C, pre, record=record) + cs.d
     if alpha_iters > 0:
         from dataclasses import replace
@@ -142,8 +164,9 @@ def _children(d: Domains, pre: dict, names, layer: Tensor, idx: Tensor) -> Domai
     parent = torch.cat([rows, rows])
     splits = {k: torch.cat([pos[k], neg[k]]) for k in names}
     inherited = take_bounds(pre, parent)
+    fresh = (layer + 1).repeat(2)
     return Domains(d.cs.with_box(d.cs.lo[parent], d.cs.hi[parent], parent), splits, inherited,
-                   _take_warm(d.warm, parent))
+                   _take_warm(d.warm, parent), fresh)
 
 
 def _affine_forms(q, leaf: Domains, pre: dict, value: str, C: Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -225,7 +248,10 @@ def relu_split_bab(q, cases: Cases, pre: dict | None = None) -> Result:
     if len(acts) != len(nonlinear):
         return Result(Verdict.UNKNOWN, reason="ReLU splitting needs every nonlinearity to be splittable")
     splits = {n.name: torch.zeros((len(cases),) + n.shape, dtype=torch.int8, device=cases.lo.device) for n in acts}
-    stack = [Domains(cases, splits, pre)]
+    # the root recomputes every layer once (on the pipeline's bounds, CROWN and the interval pass
+    # can still tighten later layers); its children then only the layers after their split
+    root_fresh = None if pre is None else torch.zeros(len(cases), dtype=torch.long, device=cases.lo.device)
+    stack = [Domains(cases, splits, pre, None, root_fresh)]
     rounds, domains = 0, 0
     progress = Progress()
     size = AdaptiveBatch(16, cfg.batch)
@@ -245,7 +271,8 @@ def relu_split_bab(q, cases: Cases, pre: dict | None = None) -> Result:
         if not bool(open_.any()):
             continue
         idx = open_.nonzero().flatten().cpu().numpy()
-        kept = Domains(Cases(cs.lo, cs.hi, cs.C, cs.d, cs.member, valid, cs.case), batch.splits, None, warm).take(idx)
+        kept = Domains(Cases(cs.lo, cs.hi, cs.C, cs.d, cs.member, valid, cs.case), batch.splits, None, warm,
+                       batch.fresh).take(idx)
         lb_k = lb[idx]
         rec_k = {k: v[idx] for k, v in record.items()}
         pre_k = take_bounds(pre, idx)

@@ -13,8 +13,9 @@ from ..budget import Deadline
 from ..config import AlphaConfig
 from ..ir import Graph
 from ..ops import RULES
-from .backward import (Relaxation, activation_inputs, ancestors, backward_lower, bound_rows, crown_output,
-                       tighten, unstable_order)
+from .interval import interval_bounds
+from .backward import (CHUNK_ELEMS, Relaxation, activation_inputs, ancestors, backward_lower, bound_rows, bounds_of_value,
+                       crown_output, tighten, unstable_order)
 
 
 class Adam:
@@ -120,22 +121,38 @@ def alpha_intermediate(graph: Graph, lo: Tensor, hi: Tensor, pre: Mapping[str, t
     """Tighter activation input bounds: layer after layer, the lower and upper bounds of each
     still unstable neuron get their own optimised slopes for the layers before it (the bounds
     of later layers then start from the tighter ones).  Layers whose rows would need more than
-    budget_elems slope parameters keep their CROWN bounds.  Every bound is intersected with the
-    given one, so the result is never looser."""
+    budget_elems slope parameters get CROWN's bounds again, computed on the tighter earlier ones.
+    Every bound is intersected with the given one, so the result is never looser."""
     out = dict(pre)
+    known: dict[str, tuple[Tensor, Tensor]] = {}
+    ibp, last = None, None
     for act in activation_inputs(graph):
         upstream = {n.name for n in ancestors(graph, act.inputs[0])}
         earlier = [a.name for a in activation_inputs(graph) if a.name in upstream]
-        plo, phi = out[act.name]
+        # the interval pass through the earlier layers' tighter bounds can settle some neurons
+        with torch.no_grad():
+            ibp = interval_bounds(graph, lo, hi, known, reuse=ibp, changed=frozenset([last] if last else []),
+                                  upto=act.inputs[0])
+        ilo, ihi = ibp[act.inputs[0]]
+        plo, phi = torch.maximum(out[act.name][0], ilo), torch.minimum(out[act.name][1], ihi)
+        out[act.name] = known[act.inputs[0]] = (plo, phi)
+        last = act.inputs[0]
         B = plo.shape[0]
         order, live = unstable_order(plo, phi)
         U = order.shape[1]
         params = 2 * U * B * sum(graph.by_name[e].size for e in earlier)
-        if U and earlier and params <= budget_elems and not deadline.expired():
+        if not U or not earlier or deadline.expired():
+            continue
+        if params <= budget_elems:
             C = bound_rows(order, live, plo)
             lb = alpha_lower(graph, lo, hi, C, C.new_zeros(B, 2 * U), {e: out[e] for e in earlier}, cfg,
                              deadline, lambda b: False, start=act.inputs[0])
             new_lo, new_hi = plo.reshape(B, -1).clone(), phi.reshape(B, -1).clone()
             tighten(new_lo, new_hi, order, live, lb)
-            out[act.name] = (new_lo.reshape(plo.shape), new_hi.reshape(phi.shape))
+            out[act.name] = known[act.inputs[0]] = (new_lo.reshape(plo.shape), new_hi.reshape(phi.shape))
+        else:  # too many slopes: CROWN again, on the earlier layers' tighter bounds
+            with torch.no_grad():
+                out[act.name] = known[act.inputs[0]] = bounds_of_value(
+                    graph, lo, hi, act.inputs[0], (plo, phi), Relaxation({e: out[e] for e in earlier}),
+                    CHUNK_ELEMS, deadline)
     return out

@@ -95,12 +95,15 @@ def backward_lower(graph: Graph, lo: Tensor, hi: Tensor, start: str, C: Tensor,
     return const + (pos * x_lo + neg * x_hi).flatten(2).sum(-1)
 
 
+CHUNK_ELEMS = 40_000_000  # elements of the coefficient tensors back-substituted at once (memory)
+
+
 def activation_inputs(graph: Graph) -> list[Node]:
     """Activation nodes in topological order (the nodes whose input bounds CROWN needs)."""
     return [n for n in graph.nodes if not RULES[n.op].linear]
 
 
-def _bounds_of_value(graph: Graph, lo: Tensor, hi: Tensor, value: str, prior: tuple[Tensor, Tensor],
+def bounds_of_value(graph: Graph, lo: Tensor, hi: Tensor, value: str, prior: tuple[Tensor, Tensor],
                      relax: Relaxation, budget_elems: int, deadline=None) -> tuple[Tensor, Tensor]:
     """CROWN bounds of the elements of `value` whose prior interval straddles 0; the others keep
     their prior bounds.  Each domain b gets objective rows only for its own unstable elements
@@ -157,25 +160,30 @@ def tighten(flat_lo: Tensor, flat_hi: Tensor, idx: Tensor, ok: Tensor, lb: Tenso
 
 def crown_intermediate(graph: Graph, lo: Tensor, hi: Tensor, ibp: Bounds | None = None,
                        fixed: Mapping[str, tuple[Tensor, Tensor]] | None = None,
-                       budget_elems: int = 40_000_000, deadline=None) -> dict[str, tuple[Tensor, Tensor]]:
+                       budget_elems: int = CHUNK_ELEMS, deadline=None, first: int = 0
+                       ) -> dict[str, tuple[Tensor, Tensor]]:
     """Bounds on the input of every activation, by back-substitution layer after layer.
 
     Returns pre[act_name] = (lo, hi) of the activation's input, (B, *shape).  fixed: bounds to
     intersect with (e.g. split decisions clamping a neuron's input to >= 0 or <= 0), keyed by
-    activation name; they are applied before later layers use them.  deadline: checked between
-    back-substitution chunks (raises OutOfTime).
+    activation name; they are applied before later layers use them.  first: the activations
+    before this index (topological order) take their bounds from `fixed` as they are (bounds
+    already computed, valid on these boxes); the back-substitution starts at it.  deadline:
+    checked between back-substitution chunks (raises OutOfTime).
     """
-    ibp = interval_bounds(graph, lo, hi) if ibp is None else ibp
-    pre: dict[str, tuple[Tensor, Tensor]] = {}
-    known: dict[str, tuple[Tensor, Tensor]] = {}
+    acts = activation_inputs(graph)
+    pre: dict[str, tuple[Tensor, Tensor]] = {a.name: fixed[a.name] for a in acts[:first]}
+    known: dict[str, tuple[Tensor, Tensor]] = {a.inputs[0]: fixed[a.name] for a in acts[:first]}
+    if ibp is None:
+        ibp = interval_bounds(graph, lo, hi, known or None)
     last = None
-    for act in activation_inputs(graph):
+    for act in acts[first:]:
         if last is not None:  # re-run the cheap interval pass so that later priors use the tighter bounds
             ibp = interval_bounds(graph, lo, hi, known, reuse=ibp, changed=frozenset([last]), upto=act.inputs[0])
         prior = ibp[act.inputs[0]]
         if fixed is not None and act.name in fixed:
             prior = (torch.maximum(prior[0], fixed[act.name][0]), torch.minimum(prior[1], fixed[act.name][1]))
-        plo, phi = _bounds_of_value(graph, lo, hi, act.inputs[0], prior, Relaxation(pre), budget_elems, deadline)
+        plo, phi = bounds_of_value(graph, lo, hi, act.inputs[0], prior, Relaxation(pre), budget_elems, deadline)
         if fixed is not None and act.name in fixed:
             plo, phi = torch.maximum(plo, fixed[act.name][0]), torch.minimum(phi, fixed[act.name][1])
         pre[act.name] = (plo, phi)
