@@ -113,3 +113,34 @@ def test_relu_split_recomputes_only_stale_bounds_to_the_same_values(seed):
     for k in names:
         for a, b in zip(partial[k], full[k]):
             assert torch.allclose(a, b, rtol=0, atol=1e-12), k
+
+
+class _Run:
+    """A stand-in domain batch: a run of labelled domains."""
+
+    def __init__(self, labels):
+        self.labels = list(labels)
+
+    def __len__(self):
+        return len(self.labels)
+
+    def take(self, idx):
+        return _Run([self.labels[i] for i in idx])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 7), min_size=1, max_size=6), st.integers(1, 30))
+def test_pop_batch_takes_the_newest_domains_in_order(sizes, size):
+    from verifier.bab.domains import pop_batch
+
+    stack, n = [], 0
+    for k in sizes:
+        stack.append(_Run(range(n, n + k)))
+        n += k
+    join = lambda parts: _Run([x for p in parts for x in p.labels])
+    queued, batch, rest = pop_batch(stack, size, join)
+    assert queued == n
+    taken = min(size, n)
+    assert batch.labels == list(range(n - taken, n))  # the newest, in their order
+    assert [x for p in rest for x in p.labels] == list(range(n - taken))  # the rest, untouched
+    assert sum(len(p) for p in stack) == n  # the caller's stack list is not consumed
