@@ -3,6 +3,7 @@ format, serialised assignments, bad inputs).  Each command runs in a subprocess,
 solver would run it."""
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -165,6 +166,32 @@ def test_serialise_assignments(examples, tmp_path):
     assert list(arrays["X"].shape) == SHAPES[ex.net][0] and list(arrays["Y"].shape) == SHAPES[ex.net][1]
     assert_counterexample(ex.onnx, read_example_spec(ex.spec("1.0")), arrays["X"].reshape(-1),
                           arrays["Y"].reshape(-1))
+
+
+@pytest.mark.parametrize("command", ["verify", "vnncomp"])
+def test_stdout_carries_the_verdict_alone(examples, tmp_path, monkeypatch, capfd, command):
+    """A library printing on stdout while the engine runs (HiGHS prints a banner when a solver is
+    made) must not come before the verdict."""
+    import verifier.api
+    from verifier.cli import main
+    from verifier.verdict import Result, Verdict
+
+    def noisy_verify(*args, **kwargs):
+        os.write(1, b"Running a solver, copyright notice\n")
+        print("a Python print too")
+        return Result(Verdict.UNSAT)
+
+    monkeypatch.setattr(verifier.api, "verify", noisy_verify)
+    ex = Example("acas_like", "unsat", examples)
+    capfd.readouterr()
+    if command == "verify":
+        rc = main(verify_args(ex, "1.0"))
+    else:
+        rc = main(["vnncomp", str(ex.onnx), str(ex.spec("1.0")), str(tmp_path / "out.txt"), "60", "-q"])
+    out, err = capfd.readouterr()
+    assert rc == 0, err
+    assert out.splitlines()[0] == "unsat", (out, err)
+    assert "copyright notice" in err and "a Python print too" in err, (out, err)
 
 
 # --------------------------------------------------------------------------- bad inputs

@@ -11,6 +11,7 @@ Heavy libraries (torch, onnx, onnxruntime) are imported only by the commands tha
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -165,6 +166,22 @@ def _serialise(blocks, directory: str) -> None:
             f.write(numpy_helper.from_array(arr, name).SerializeToString())
 
 
+@contextlib.contextmanager
+def _stdout_for_the_verdict():
+    """While the engine runs, whatever it or a library writes to stdout (a solver's banner, say)
+    goes to stderr instead, at the file-descriptor level: stdout carries the verdict alone."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def cmd_verify(args, started: float) -> int:
     _setup_logging(args.quiet)
     timeout = args.timeout if args.timeout is not None else 1e9
@@ -176,8 +193,9 @@ def cmd_verify(args, started: float) -> int:
         prop = load_property(args.query)
         model_path = _model_path(prop, networks)
         _check_types(prop, model_path)
-        result = verify(model_path, args.query, timeout=timeout, config=_config(args, timeout),
-                        prop=prop, deadline=deadline)
+        with _stdout_for_the_verdict():
+            result = verify(model_path, args.query, timeout=timeout, config=_config(args, timeout),
+                            prop=prop, deadline=deadline)
     except (UsageError, InputError) as e:
         return _fail(str(e))
     print(spell(result.verdict, Dialect.STANDARD))
@@ -208,8 +226,9 @@ def cmd_vnncomp(args, started: float) -> int:
     from .api import InputError, verify
 
     try:
-        result = verify(args.onnx, args.vnnlib, timeout=args.timeout, config=_config(args, args.timeout),
-                        deadline=deadline)
+        with _stdout_for_the_verdict():
+            result = verify(args.onnx, args.vnnlib, timeout=args.timeout, config=_config(args, args.timeout),
+                            deadline=deadline)
     except InputError as e:
         _write_atomic(args.result_file, "error\n")
         return _fail(str(e))

@@ -13,6 +13,10 @@ in closed form.  The primal minimiser is only a counterexample candidate for onn
 """
 from __future__ import annotations
 
+import os
+import sys
+import threading
+
 import numpy as np
 
 
@@ -24,6 +28,33 @@ def _box_min(coef: np.ndarray, const: float, lo: np.ndarray, hi: np.ndarray) -> 
     return float(terms.sum() + const - slack)
 
 
+_local = threading.local()
+
+
+def _solver():
+    """This thread's HiGHS instance, emptied.  HiGHS prints a banner on stdout when an instance is
+    made, before any option can silence it (stdout carries the verdict), so the one instance is
+    made with stdout pointed at /dev/null, and then reused."""
+    h = getattr(_local, "highs", None)
+    if h is None:
+        import highspy
+
+        sys.stdout.flush()
+        saved, devnull = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, 1)
+            h = highspy.Highs()
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+            os.close(devnull)
+        h.setOptionValue("output_flag", False)
+        h.setOptionValue("threads", 1)
+        _local.highs = h
+    h.clearModel()
+    return h
+
+
 def leaf_bound(G: np.ndarray, g: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[float, np.ndarray | None]:
     """Certified lower bound of min over the box of max_i (G_i x + g_i), and the LP minimiser.
 
@@ -32,9 +63,7 @@ def leaf_bound(G: np.ndarray, g: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> 
     import highspy
 
     m, n = G.shape
-    h = highspy.Highs()
-    h.setOptionValue("output_flag", False)
-    h.setOptionValue("threads", 1)
+    h = _solver()
     inf = highspy.kHighsInf
     # variables: x (n, boxed), t (free); minimise t
     cost = np.zeros(n + 1)
