@@ -144,3 +144,34 @@ def test_pop_batch_takes_the_newest_domains_in_order(sizes, size):
     assert batch.labels == list(range(n - taken, n))  # the newest, in their order
     assert [x for p in rest for x in p.labels] == list(range(n - taken))  # the rest, untouched
     assert sum(len(p) for p in stack) == n  # the caller's stack list is not consumed
+
+
+def test_fit_memory_drops_the_oldest_warm_starts_first():
+    from verifier.bab.relu_split import _fit_memory
+
+    def part():
+        return Domains(SimpleNamespace(), {"a": torch.zeros(10, dtype=torch.int8)}, None,
+                       {"slopes": {"a": torch.zeros(100)}, "betas": {}})
+
+    stack = [part(), part(), part()]  # 410 bytes each, 400 of them warm starts
+    assert _fit_memory(stack, 1230)
+    assert all(p.warm is not None for p in stack)
+    assert _fit_memory(stack, 900)
+    assert stack[0].warm is None and stack[1].warm is not None and stack[2].warm is not None
+    assert not _fit_memory(stack, 20)  # even without warm starts 30 bytes stay
+    assert all(p.warm is None for p in stack)
+
+
+@pytest.mark.parametrize("split_dim", [64, 0], ids=["input-split", "relu-split"])
+def test_bab_over_its_memory_budget_answers_unknown(tmp_path, split_dim):
+    model = random_mlp(np.random.default_rng(3), 2, [8, 8], 2, ["Relu"])
+    top, slack = _grid_max_and_slack(model)
+    spec = tmp_path / "p.vnnlib"
+    onnx.save(model, tmp_path / "net.onnx")
+    spec.write_text(_spec(top + slack + 1e-3))
+    for mb, expected in ((0.0, Verdict.UNSAT), (1e-4, Verdict.UNKNOWN)):
+        cfg = VerifyConfig(timeout_s=60, bab=BabConfig(input_split_max_dim=split_dim, memory_mb=mb))
+        r = verifier.verify(tmp_path / "net.onnx", spec, timeout=60, config=cfg)
+        assert r.verdict is expected, (mb, r.verdict, r.reason)
+        if expected is Verdict.UNKNOWN:
+            assert "memory" in r.reason

@@ -35,7 +35,8 @@ class AlphaConfig:
 class BabConfig:
     enabled: bool = True
     batch: int = 2048            # domains bounded at once
-    max_domains: int = 400_000   # open-domain cap (memory); beyond it we answer unknown
+    max_domains: int = 400_000   # open-domain cap; beyond it we answer unknown
+    memory_mb: float = 0.0       # memory the open domains may hold (0: 40 % of RAM, half the free GPU memory)
     input_split_max_dim: int = 64  # inputs of at most this many elements use input splitting
     input_split_bounds: str = "backward"  # intermediate bounds in input BaB: backward | forward | hybrid
 

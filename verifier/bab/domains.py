@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 import torch
@@ -42,6 +43,34 @@ def weakest_open_bound(cs: Cases, lb: Tensor) -> Tensor:
     how far the domain is from being refuted (+inf once it is)."""
     per_conj = torch.where(cs.member, lb.unsqueeze(1), -torch.inf).amax(-1)
     return torch.where(cs.valid, per_conj, torch.inf).amin(-1)
+
+
+def nbytes(obj) -> int:
+    """Bytes held by the tensors in obj (tensors inside dicts, lists, tuples and dataclasses)."""
+    if isinstance(obj, Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(nbytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(nbytes(v) for v in obj)
+    if hasattr(obj, "__dataclass_fields__"):
+        return sum(nbytes(getattr(obj, f)) for f in obj.__dataclass_fields__)
+    return 0
+
+
+def memory_budget(device: torch.device, megabytes: float) -> int:
+    """Bytes the open domains may hold: `megabytes` when positive, otherwise half of the GPU's
+    free memory, or 40 % of the machine's memory on the CPU."""
+    if megabytes > 0:
+        return int(megabytes * 2 ** 20)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(0.5 * free)
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        total = 8 * 2 ** 30
+    return int(0.4 * total)
 
 
 def pop_batch(stack: list, size: int, join):

@@ -21,8 +21,8 @@ from ..bounds.forward import forward_bounds
 from ..spec import Cases, conjuncts_refuted
 from ..verdict import Result, Verdict
 from .clip import clip_boxes
-from .domains import (AdaptiveBatch, Progress, cat_bounds, cat_cases, lower_bound_minimisers, pop_batch,
-                      take_bounds, violations, weakest_open_bound)
+from .domains import (AdaptiveBatch, Progress, cat_bounds, cat_cases, lower_bound_minimisers, memory_budget,
+                      nbytes, pop_batch, take_bounds, violations, weakest_open_bound)
 
 
 @dataclass
@@ -108,12 +108,15 @@ def input_split_bab(q, cases: Cases, pre: dict | None = None) -> Result:
     total = float(((cases.hi - cases.lo).reshape(len(cases), -1).prod(-1)).sum())
     proved, rounds, domains = 0.0, 0, 0
     progress = Progress()
-    size = AdaptiveBatch(1024, cfg.batch, fast=1.0, slow=4.0)  # big batches amortise; CROWN checks the deadline inside
+    size = AdaptiveBatch(1024, cfg.batch, fast=1.0, slow=4.0)
+    budget = memory_budget(cases.lo.device, cfg.memory_mb)  # big batches amortise; CROWN checks the deadline inside
     while stack:
         q.deadline.check()
         queued, batch, stack = pop_batch(stack, size.size, _join)
         if queued > cfg.max_domains:
             return Result(Verdict.UNKNOWN, reason="too many open domains")
+        if sum(nbytes(part) for part in stack) + nbytes(batch) > budget:
+            return Result(Verdict.UNKNOWN, reason="the open domains outgrow the memory budget")
         t0 = time.monotonic()
         lb, A_in, pre = _bound(q.graph, batch, cfg.input_split_bounds, q.deadline)
         size.update(len(batch), time.monotonic() - t0)

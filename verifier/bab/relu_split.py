@@ -21,8 +21,8 @@ from ..bounds.alpha import alpha_lower
 from ..bounds.backward import crown_intermediate, crown_output
 from ..spec import Cases, conjuncts_refuted
 from ..verdict import Result, Verdict
-from .domains import (AdaptiveBatch, Progress, cat_bounds, cat_cases, lower_bound_minimisers, pop_batch,
-                      take_bounds, violations, weakest_open_bound)
+from .domains import (AdaptiveBatch, Progress, cat_bounds, cat_cases, lower_bound_minimisers, memory_budget,
+                      nbytes, pop_batch, take_bounds, violations, weakest_open_bound)
 
 INF = float("inf")
 
@@ -72,6 +72,20 @@ def _join(parts: list[Domains]) -> Domains:
     fresh = None if any(p.fresh is None for p in parts) else torch.cat([p.fresh for p in parts])
     return Domains(cat_cases([p.cs for p in parts]), splits, cat_bounds([p.pre for p in parts]), _cat_warm(parts),
                    fresh)
+
+
+def _fit_memory(stack: list[Domains], budget: int) -> bool:
+    """Keep the open domains within `budget` bytes by dropping the warm starts of the oldest
+    batches first (their children start from the default slopes and zero multipliers again).
+    False when even without any warm start they do not fit."""
+    total = sum(nbytes(part) for part in stack)
+    for part in stack:
+        if total <= budget:
+            break
+        if part.warm is not None:
+            total -= nbytes(part.warm)
+            part.warm = None
+    return total <= budget
 
 
 def _clamps(d: Domains) -> dict[str, tuple[Tensor, Tensor]]:
@@ -255,6 +269,7 @@ def relu_split_bab(q, cases: Cases, pre: dict | None = None) -> Result:
     rounds, domains = 0, 0
     progress = Progress()
     size = AdaptiveBatch(16, cfg.batch)
+    budget = memory_budget(cases.lo.device, cfg.memory_mb)
     while stack:
         q.deadline.check()
         queued, batch, stack = pop_batch(stack, size.size, _join)
@@ -296,6 +311,8 @@ def relu_split_bab(q, cases: Cases, pre: dict | None = None) -> Result:
             pre_k = take_bounds(pre_k, inner)
             layer, neuron = layer[inner], neuron[inner]
         stack.append(_children(kept, pre_k, names, layer, neuron))
+        if not _fit_memory(stack, budget):
+            return Result(Verdict.UNKNOWN, reason="the open domains outgrow the memory budget")
         progress.maybe("ReLU BaB: %d open domains after %d rounds (%d bounded, %d LP leaves), worst bound %.4g",
                        sum(len(s) for s in stack), rounds, domains, q.stats.get("lp_leaves", 0),
                        float(weakest_open_bound(kept.cs, lb_k).min()))
