@@ -317,7 +317,7 @@ def relu_split_bab(q, cases: Cases, pre: dict | None = None) -> Result:
                        sum(len(s) for s in stack), rounds, domains, q.stats.get("lp_leaves", 0),
                        float(weakest_open_bound(kept.cs, lb_k).min()))
         if rounds % 20 == 0:
-            found = stage_attack(q, cases)
+            found = stage_attack(q, cases, round_=rounds)  # a fresh random stream each time
             if found is not None:
                 return found
     q.stats.update(bab_rounds=rounds, bab_domains=domains)
