@@ -33,11 +33,13 @@ def attack(graph: Graph, sp: Cases, deadline: Deadline, cfg: AttackConfig = Atta
     """Best point found per subproblem and its violation: ((P, *in), (P,))."""
     P = len(sp)
     in_size = sp.lo[0].numel() if P else 0
+    low_dim = 0 < in_size <= cfg.search_max_dim and cfg.search_steps > 0
+    if P and not low_dim and sp.valid.shape[1] > 1 and 0 < int(sp.valid.sum()) <= cfg.per_conjunct_max:
+        return _per_conjunct(graph, sp, deadline, cfg, generator)
     if P:
         samples = max(1, min(cfg.samples, cfg.budget_points // P))
         cfg = replace(cfg, samples=samples, restarts=max(1, min(cfg.restarts, samples)))
     best_x, best_v = sp.lo.clone(), torch.full((P,), float("inf"), dtype=sp.lo.dtype, device=sp.lo.device)
-    low_dim = 0 < in_size <= cfg.search_max_dim and cfg.search_steps > 0
     search = (0, 0, 0)  # samples, elites, children per case
     if low_dim:  # the search's points per case and step stay within budget_points over all cases
         per_case = max(1, cfg.budget_points // max(1, P))
@@ -57,6 +59,28 @@ def attack(graph: Graph, sp: Cases, deadline: Deadline, cfg: AttackConfig = Atta
             v = torch.minimum(vs, v)
         best_x[s:s + len(part)], best_v[s:s + len(part)] = x, v
     return best_x, best_v
+
+
+def _per_conjunct(graph: Graph, sp: Cases, deadline: Deadline, cfg: AttackConfig,
+                  generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    """attack() with one subproblem per (case, valid conjunct); per case, the point of its best
+    subproblem and the case's own violation there."""
+    P = len(sp)
+    owner, conj = sp.valid.nonzero(as_tuple=True)
+    valid = torch.zeros((owner.numel(), sp.valid.shape[1]), dtype=torch.bool, device=sp.valid.device)
+    valid[torch.arange(owner.numel(), device=valid.device), conj] = True
+    o = owner.cpu().numpy()
+    sub = Cases(sp.lo[owner], sp.hi[owner], sp.C[owner], sp.d[owner], sp.member[owner], valid, sp.case[o])
+    xs, vs = attack(graph, sub, deadline, replace(cfg, per_conjunct_max=0), generator)
+    best = torch.full((P,), float("inf"), dtype=vs.dtype, device=vs.device).scatter_reduce(0, owner, vs, "amin")
+    pick = torch.full((P,), -1, dtype=torch.long, device=vs.device)
+    hit = vs <= best[owner]
+    pick.scatter_(0, owner[hit], hit.nonzero().flatten())
+    found = (pick >= 0).reshape((P,) + (1,) * (sp.lo.dim() - 1))
+    x = torch.where(found, xs[pick.clamp(min=0)], sp.lo)
+    with torch.no_grad():
+        v = _objective(graph, sp, x.unsqueeze(1))[:, 0]
+    return x, v
 
 
 def _values(graph: Graph, sp: Cases, pts: Tensor, max_points: int) -> Tensor:

@@ -10,10 +10,13 @@ from dataclasses import dataclass, field
 class AttackConfig:
     samples: int = 64        # random points per subproblem before PGD
     restarts: int = 8        # PGD starting points per subproblem
-    steps: int = 40
+    steps: int = 100         # a slow decay of the step size finds thin violating regions
     step_frac: float = 0.1   # first step as a fraction of the box width (decays to ~1/20 of it)
     max_points: int = 65536  # points evaluated at once (memory)
     budget_points: int = 100_000  # samples over all cases: many cases get fewer each
+    # on higher-dimensional inputs, each conjunct of a case gets its own PGD (a targeted attack:
+    # the gradient of the min over conjuncts only ever follows the nearest one), up to this many
+    per_conjunct_max: int = 4096
     # gradient-free local search for low-dimensional inputs, where PGD stalls on flat, piecewise
     # linear landscapes (ACAS Xu): many samples (some on the box faces), then an evolution of elites
     search_max_dim: int = 64   # inputs of at most this many elements get it
