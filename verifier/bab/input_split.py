@@ -108,8 +108,8 @@ def input_split_bab(q, cases: Cases, pre: dict | None = None) -> Result:
     total = float(((cases.hi - cases.lo).reshape(len(cases), -1).prod(-1)).sum())
     proved, rounds, domains = 0.0, 0, 0
     progress = Progress()
-    size = AdaptiveBatch(1024, cfg.batch, fast=1.0, slow=4.0)
-    budget = memory_budget(cases.lo.device, cfg.memory_mb)  # big batches amortise; CROWN checks the deadline inside
+    size = AdaptiveBatch(1024, cfg.batch, fast=1.0, slow=4.0)  # big batches amortise; CROWN checks the deadline inside
+    budget = memory_budget(cases.lo.device, cfg.memory_mb)
     while stack:
         q.deadline.check()
         queued, batch, stack = pop_batch(stack, size.size, _join)
