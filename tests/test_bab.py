@@ -23,6 +23,7 @@ from verifier.lp.leaf import leaf_bound
 from verifier.onnx_import import to_graph
 from verifier.verdict import Verdict
 
+from conftest import run_cli
 from helpers_nets import random_mlp
 from types import SimpleNamespace
 
@@ -175,3 +176,17 @@ def test_bab_over_its_memory_budget_answers_unknown(tmp_path, split_dim):
         assert r.verdict is expected, (mb, r.verdict, r.reason)
         if expected is Verdict.UNKNOWN:
             assert "memory" in r.reason
+
+
+def test_memory_cap_from_the_command_line(tmp_path):
+    """`verify --memory-mb` reaches the search: the same query is unsat without a cap and unknown
+    (with exit status 0, as the standard asks for a verdict) under a cap no domain fits in."""
+    model = random_mlp(np.random.default_rng(3), 2, [8, 8], 2, ["Relu"])
+    top, slack = _grid_max_and_slack(model)
+    onnx.save(model, tmp_path / "net.onnx")
+    (tmp_path / "p.vnnlib").write_text(_spec(top + slack + 1e-3))
+    args = ["verify", tmp_path / "p.vnnlib", "--network", f"N={tmp_path / 'net.onnx'}", "--timeout", "60", "-q"]
+    for extra, expected in (([], "unsat"), (["--memory-mb", "0.0001"], "unknown")):
+        r = run_cli(*args, *extra)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.splitlines()[0] == expected, (extra, r.stdout, r.stderr)
