@@ -163,16 +163,22 @@ def test_fit_memory_drops_the_oldest_warm_starts_first():
     assert all(p.warm is None for p in stack)
 
 
-@pytest.mark.parametrize("split_dim", [64, 0], ids=["input-split", "relu-split"])
-def test_bab_over_its_memory_budget_answers_unknown(tmp_path, split_dim):
+def _unsat_by_branching(tmp_path) -> tuple:
+    """A query BaB proves unsat (the threshold sits above the grid maximum plus its slack):
+    (model path, spec path)."""
     model = random_mlp(np.random.default_rng(3), 2, [8, 8], 2, ["Relu"])
     top, slack = _grid_max_and_slack(model)
-    spec = tmp_path / "p.vnnlib"
     onnx.save(model, tmp_path / "net.onnx")
-    spec.write_text(_spec(top + slack + 1e-3))
+    (tmp_path / "p.vnnlib").write_text(_spec(top + slack + 1e-3))
+    return tmp_path / "net.onnx", tmp_path / "p.vnnlib"
+
+
+@pytest.mark.parametrize("split_dim", [64, 0], ids=["input-split", "relu-split"])
+def test_bab_over_its_memory_budget_answers_unknown(tmp_path, split_dim):
+    net, spec = _unsat_by_branching(tmp_path)
     for mb, expected in ((0.0, Verdict.UNSAT), (1e-4, Verdict.UNKNOWN)):
         cfg = VerifyConfig(timeout_s=60, bab=BabConfig(input_split_max_dim=split_dim, memory_mb=mb))
-        r = verifier.verify(tmp_path / "net.onnx", spec, timeout=60, config=cfg)
+        r = verifier.verify(net, spec, timeout=60, config=cfg)
         assert r.verdict is expected, (mb, r.verdict, r.reason)
         if expected is Verdict.UNKNOWN:
             assert "memory" in r.reason
@@ -181,11 +187,8 @@ def test_bab_over_its_memory_budget_answers_unknown(tmp_path, split_dim):
 def test_memory_cap_from_the_command_line(tmp_path):
     """`verify --memory-mb` reaches the search: the same query is unsat without a cap and unknown
     (with exit status 0, as the standard asks for a verdict) under a cap no domain fits in."""
-    model = random_mlp(np.random.default_rng(3), 2, [8, 8], 2, ["Relu"])
-    top, slack = _grid_max_and_slack(model)
-    onnx.save(model, tmp_path / "net.onnx")
-    (tmp_path / "p.vnnlib").write_text(_spec(top + slack + 1e-3))
-    args = ["verify", tmp_path / "p.vnnlib", "--network", f"N={tmp_path / 'net.onnx'}", "--timeout", "60", "-q"]
+    net, spec = _unsat_by_branching(tmp_path)
+    args = ["verify", spec, "--network", f"N={net}", "--timeout", "60", "-q"]
     for extra, expected in (([], "unsat"), (["--memory-mb", "0.0001"], "unknown")):
         r = run_cli(*args, *extra)
         assert r.returncode == 0, r.stderr
