@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -81,8 +82,8 @@ def test_v1_scaled_bounds_exact_or_kept_as_rows():
         (assert (>= Y_0 0))"""))
     (case,) = p.cases
     assert case.lo[0] == 0.0 and case.hi[0] == 1.5 and not np.signbit(case.lo[0])
-    # 3 x1 >= 1: 1/3 is not a float64; the box is widened, the exact row is kept
-    assert case.lo[1] < 1 / 3 and case.lo[1] == np.nextafter(1 / 3, -np.inf)
+    # 3 x1 >= 1: 1/3 is not a float64; the box bound is the float just below it, the row is kept
+    assert Fraction(case.lo[1]) < Fraction(1, 3) < Fraction(np.nextafter(case.lo[1], np.inf))
     np.testing.assert_array_equal(case.A_in, [[0.0, -3.0]])
     np.testing.assert_array_equal(case.b_in, [-1.0])
 
@@ -133,9 +134,11 @@ def test_v1_cases_grouped_nn4sys_style_and_order_preserved():
           (and (>= X_0 0.3) (<= X_0 0.4) (>= Y_0 0.9))))"""))
     assert len(p.cases) == 2
     a, b = p.cases
-    assert (a.lo[0], a.hi[0], b.lo[0], b.hi[0]) == (0.1, 0.2, 0.3, 0.4)
-    assert [rows(c) for c in a.region] == [[((1.0,), -0.5, False)], [((-1.0,), 0.6, False)]]
-    assert [rows(c) for c in b.region] == [[((1.0,), -0.7, False)], [((-1.0,), 0.9, False)]]
+    # decimals that are not floats: box bounds rounded outwards, row constants rounded down
+    down, up = (lambda v: np.nextafter(v, -np.inf)), (lambda v: np.nextafter(v, np.inf))
+    assert (a.lo[0], a.hi[0], b.lo[0], b.hi[0]) == (down(0.1), up(0.2), down(0.3), up(0.4))
+    assert [rows(c) for c in a.region] == [[((1.0,), -0.5, False)], [((-1.0,), down(0.6), False)]]
+    assert [rows(c) for c in b.region] == [[((1.0,), down(-0.7), False)], [((-1.0,), down(0.9), False)]]
 
 
 def test_v1_term_without_output_part_is_everything():
@@ -245,11 +248,17 @@ def test_arrays_are_float64_and_read_only():
     assert c.strict.dtype == bool
 
 
-def test_constants_parse_exactly_as_python_float():
-    lits = ["0.1", "-0.30000000000000004", "1e-310", "123456789.123456789", ".5", "7"]
+def test_constants_are_the_largest_floats_at_or_below_the_decimals():
+    lits = ["0.1", "-0.30000000000000004", "1e-310", "123456789.123456789", ".5", "7", "-2.5e-3"]
     body = "".join(f"(assert (<= Y_0 {t}))" for t in lits)
-    p = parse_text(v1(1, 1, box1([0], [1]) + body))
-    assert sorted(-p.cases[0].region[0].d) == sorted(float(t) for t in lits)
+    conj = parse_text(v1(1, 1, box1([0], [1]) + body)).cases[0].region[0]
+    for d, lin in zip(conj.d, conj.lins):     # Y_0 - t <= 0: d is -t rounded down, by <= 2 ulps
+        exact = lin.rational()[1]
+        assert Fraction(float(d)) <= exact < Fraction(float(np.nextafter(np.nextafter(d, np.inf), np.inf)))
+    assert sorted(-Fraction(float(d)) for d in conj.d) != sorted(Fraction(t) for t in lits)
+    # exactly as written: the float 0.1 is 0.1000000000000000055..., above the decimal 0.1
+    tenth = parse_text(v1(1, 1, box1([0], [1]) + "(assert (<= Y_0 0.1))")).cases[0].region[0]
+    assert not tenth.holds([0.1]) and tenth.holds([np.nextafter(0.1, 0)])
 
 
 # ---- VNN-LIB 2.0 --------------------------------------------------------------------------------

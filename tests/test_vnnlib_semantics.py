@@ -3,8 +3,8 @@
 Random and/or trees of linear comparisons (small integer coefficients, constants on a 0.5
 grid) are printed as VNN-LIB 1.0 and 2.0, parsed and lowered.  At random grid points (x, y),
 where float64 arithmetic is exact, "x lies in some case whose region y violates" must equal
-the direct evaluation of the formula.  Strict input comparisons are evaluated as non-strict:
-the lowering documents that it relaxes them (closed boxes).
+the direct evaluation of the formula, strict comparisons strict on both sides: the lowered
+cases decide membership exactly as written (``Case.contains_input``, ``Conjunct.holds``).
 """
 from __future__ import annotations
 
@@ -139,8 +139,6 @@ def evaluate(f, x: np.ndarray, y: np.ndarray) -> bool:
     v = x if f.side == "X" else y
     lhs = sum(a * float(v[i]) for i, a in f.coefs) + f.const
     op = f.op
-    if f.side == "X" and f.coefs:   # the lowering relaxes strict input comparisons
-        op = {"<": "<=", ">": ">="}.get(op, op)
     return {"<=": lhs <= f.rhs, ">=": lhs >= f.rhs, "<": lhs < f.rhs, ">": lhs > f.rhs,
             "=": lhs == f.rhs}[op]
 

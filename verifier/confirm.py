@@ -2,13 +2,12 @@
 model, puts it inside the input region and its output inside the violating region."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 
 from vnnlib.property import Case
-
-INPUT_TOL = 1e-6  # VNN-COMP's tolerance on input bounds; we aim strictly inside anyway
 
 
 class ReferenceModel:
@@ -23,7 +22,10 @@ class ReferenceModel:
         self.session = ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
-        self.input_dtype = np.float64 if "double" in inp.type else np.float32
+        kinds = {"tensor(float)": np.float32, "tensor(double)": np.float64}
+        if inp.type not in kinds:
+            raise ValueError(f"input {inp.name!r} of type {inp.type} (float or double expected)")
+        self.input_dtype = kinds[inp.type]
         dims = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
         self.input_shape = tuple(dims)
 
@@ -32,16 +34,44 @@ class ReferenceModel:
         return np.asarray(self.session.run(None, {self.input_name: x})[0], dtype=np.float64).reshape(-1)
 
 
-def snap_inside(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, dtype=np.float32) -> np.ndarray:
-    """x clipped to [lo, hi] and rounded to dtype, nudged one ulp inwards wherever rounding
-    pushed it outside (unless the box is thinner than an ulp)."""
-    xc = np.clip(np.asarray(x, dtype=np.float64), lo, hi)
-    xr = xc.astype(dtype)
-    below = xr.astype(np.float64) < lo
-    xr[below] = np.nextafter(xr[below], dtype(np.inf))
-    above = xr.astype(np.float64) > hi
-    xr[above] = np.nextafter(xr[above], dtype(-np.inf))
-    return xr
+def subnormals_flushed() -> bool:
+    """Whether this thread flushes subnormal numbers to zero (FTZ/DAZ, as the engine sets for
+    speed while bounding): 5e-324 * 1 reads as 0 then."""
+    tiny = np.array([5e-324])
+    return bool((tiny * np.array([1.0]))[0] == 0.0)
+
+
+@contextmanager
+def ieee_numerics():
+    """Run the block with IEEE arithmetic (subnormals kept) whatever the engine set, and put back
+    what was set.  onnxruntime runs on this thread, so the engine's FTZ/DAZ would otherwise
+    reach it: a subnormal input would then read as 0 and an output could change sign."""
+    flushed = subnormals_flushed()
+    if flushed:
+        import torch
+
+        torch.set_flush_denormal(False)
+    try:
+        yield
+    finally:
+        if flushed:
+            import torch
+
+            torch.set_flush_denormal(True)
+
+
+def snap_inside(x: np.ndarray, case: Case, dtype=np.float32) -> np.ndarray | None:
+    """x rounded to dtype and moved into the values of dtype that the case's bounds admit
+    exactly (strict bounds strict), or None when x is not finite or no value of dtype lies
+    within some element's bounds (then the case holds no input of that type at all)."""
+    box = case.float_box(dtype)
+    if box is None:
+        return None
+    with np.errstate(over="ignore"):
+        xr = np.asarray(x, dtype=np.float64).reshape(-1).astype(dtype)
+    if xr.shape != box[0].shape or not np.all(np.isfinite(xr)):
+        return None
+    return np.minimum(np.maximum(xr, box[0]), box[1])
 
 
 @dataclass
@@ -51,11 +81,16 @@ class Confirmed:
 
 
 def confirm_sat(ref: ReferenceModel, case: Case, x_flat: np.ndarray) -> Confirmed | None:
-    """Confirmed counterexample for this case from candidate x, or None."""
-    x = snap_inside(x_flat, case.lo, case.hi, ref.input_dtype)
-    if not case.contains_input(x.astype(np.float64), tol=INPUT_TOL):
-        return None
-    y = ref.run(x)
+    """Confirmed counterexample for this case from candidate x, or None.
+
+    No tolerance anywhere: the input, as the model's type holds it, must meet every input
+    comparison of the case exactly (rational arithmetic), and onnxruntime's output for it, run
+    with IEEE arithmetic, must meet every comparison of one conjunct exactly."""
+    with ieee_numerics():      # nextafter and onnxruntime too need subnormals
+        x = snap_inside(x_flat, case, ref.input_dtype)
+        if x is None or not case.contains_input(x.astype(np.float64)):
+            return None
+        y = ref.run(x)
     if not np.all(np.isfinite(y)) or not case.violated_by(y):
         return None
     return Confirmed(x, y)

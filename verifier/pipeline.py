@@ -157,6 +157,9 @@ def decide(q: Query) -> Result:
     try:
         cases = build_cases(q.prop, q.graph.input_shape, q.graph.output_size, q.dtype, q.device)
         if len(cases) == 0:
+            # a contradiction in the query itself, most likely a mistake: said even under -q
+            log.warning("warning: no input meets the query's input constraints (the region is "
+                        "empty), so nothing can violate it: unsat")
             return Result(Verdict.UNSAT, reason="the property has no input region")
         found = stage_attack(q, cases, QUICK_ATTACK)
         if found is not None:

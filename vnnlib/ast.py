@@ -10,8 +10,10 @@ constants ``TRUE`` / ``FALSE`` (comparisons between constants fold to these).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Callable, NamedTuple, Union
 
+from .exact import Exact
 from .property import Variable
 
 
@@ -19,13 +21,29 @@ class Lin(NamedTuple):
     """``sum(coefs[k] * var[vars[k]]) + const <= 0`` (``< 0`` when strict).
 
     vars: sorted distinct codes, all of one side (all >= 0 or all < 0), never empty;
-    coefs: nonzero float64 coefficients, one per var.
+    coefs: nonzero float64 coefficients, one per var (nearest to the exact ones);
+    const: the float64 nearest to the exact constant;
+    exact: None when coefs and const are the exact values as written, else their exact
+    rational values (``Exact``), which decide whether a counterexample is one.
     """
 
     vars: tuple[int, ...]
     coefs: tuple[float, ...]
     const: float
     strict: bool
+    exact: Exact | None = None
+
+    def rational(self) -> tuple[tuple[Fraction, ...], Fraction]:
+        """(coefficients, constant) exactly as the query wrote them."""
+        if self.exact is None:
+            return tuple(Fraction(c) for c in self.coefs), Fraction(self.const)
+        return self.exact.value(self.coefs)
+
+    def holds_at(self, values) -> bool:
+        """Exact test of the comparison at float values (values[i]: the i-th var's value)."""
+        coefs, const = self.rational()
+        s = const + sum(c * Fraction(float(v)) for c, v in zip(coefs, values))
+        return s < 0 if self.strict else s <= 0
 
     @property
     def is_input(self) -> bool:

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Callable
 
 from .ast import FALSE, TRUE, Formula, Lin, conj, disj
+from .exact import Exact
 from .sexpr import FIRST, SExpr, token_index
 from .tokens import Source
 
@@ -32,8 +34,9 @@ def _lin(fields: tuple) -> Lin:
     return tuple.__new__(Lin, fields)
 
 
-def _pair(x: int | float, y: int | float, strict: bool) -> Formula | None:
-    """``x <= y`` (``<`` if strict) for leaves x, y; None when it mixes inputs and outputs."""
+def _pair(x: int | float, y: int | float, strict: bool, xt: str, yt: str) -> Formula | None:
+    """``x <= y`` (``<`` if strict) for leaves x, y (codes or floats; xt, yt: their tokens);
+    None when it mixes inputs and outputs.  A number's exact value is kept beside its float."""
     if x.__class__ is int:
         if y.__class__ is int:
             if x == y:
@@ -41,12 +44,13 @@ def _pair(x: int | float, y: int | float, strict: bool) -> Formula | None:
             if (x ^ y) < 0:
                 return None
             if x < y:
-                return _lin(((x, y), (1.0, -1.0), 0.0, strict))
-            return _lin(((y, x), (-1.0, 1.0), 0.0, strict))
-        return _lin(((x,), (1.0,), 0.0 - y, strict))
+                return _lin(((x, y), (1.0, -1.0), 0.0, strict, None))
+            return _lin(((y, x), (-1.0, 1.0), 0.0, strict, None))
+        return _lin(((x,), (1.0,), 0.0 - y, strict, Exact.of_token(yt, -1)))
     if y.__class__ is int:
-        return _lin(((y,), (-1.0,), x + 0.0, strict))
-    return TRUE if (x < y if strict else x <= y) else FALSE
+        return _lin(((y,), (-1.0,), x + 0.0, strict, Exact.of_token(xt, 1)))
+    fx, fy = Fraction(xt), Fraction(yt)
+    return TRUE if (fx < fy if strict else fx <= fy) else FALSE
 
 
 def _part(tok: str, i: int) -> int:
@@ -223,7 +227,7 @@ class Converter:
             y = self.value(b)
         except SymbolError as e:
             raise self.fail(parent, j, str(e), _part(tok, 2)) from None
-        f = self._leaves(kind, x, y)
+        f = self._leaves(kind, x, y, a, b)
         if f is None:
             raise self.fail(parent, j, _MIXED)
         self.memo[tok] = f
@@ -239,7 +243,7 @@ class Converter:
         a = node[FIRST + 1]
         b = node[FIRST + 2]
         if a.__class__ is str and b.__class__ is str and a[0] != "(" and b[0] != "(":
-            f = self._leaves(kind, self.leaf(a, node, FIRST + 1), self.leaf(b, node, FIRST + 2))
+            f = self._leaves(kind, self.leaf(a, node, FIRST + 1), self.leaf(b, node, FIRST + 2), a, b)
             if f is None:
                 raise self.fail(node, 0, _MIXED)
             return f
@@ -252,38 +256,50 @@ class Converter:
         return self._diff(ta, tb, kind is LT or kind is GT, node)
 
     @staticmethod
-    def _leaves(kind: str, x: int | float, y: int | float) -> Formula | None:
-        """``x kind y`` for leaves (codes or numbers); None when it mixes inputs and outputs."""
+    def _leaves(kind: str, x: int | float, y: int | float, xt: str, yt: str) -> Formula | None:
+        """``x kind y`` for leaves (codes or numbers, tokens xt, yt); None when it mixes inputs
+        and outputs."""
         if kind is EQ:
-            f, g = _pair(x, y, False), _pair(y, x, False)
+            f, g = _pair(x, y, False, xt, yt), _pair(y, x, False, yt, xt)
             return None if f is None or g is None else conj([f, g])
         if kind is GE or kind is GT:
-            x, y = y, x
-        return _pair(x, y, kind is LT or kind is GT)
+            x, y, xt, yt = y, x, yt, xt
+        return _pair(x, y, kind is LT or kind is GT, xt, yt)
 
-    def _diff(self, ta: tuple[dict, float], tb: tuple[dict, float], strict: bool,
+    def _diff(self, ta: tuple[dict, Fraction], tb: tuple[dict, Fraction], strict: bool,
               node: SExpr) -> Formula:
-        """``ta - tb <= 0`` (``< 0`` if strict) for linear terms (coefficients, constant)."""
+        """``ta - tb <= 0`` (``< 0`` if strict) for exact linear terms (coefficients, constant).
+
+        The Lin carries the floats nearest to the exact values, and the exact values themselves
+        when a float differs from them."""
         coefs = dict(ta[0])
         for v, c in tb[0].items():
-            coefs[v] = coefs.get(v, 0.0) - c
-        const = ta[1] - tb[1] + 0.0   # + 0.0: no -0.0 in the output
-        items = sorted((v, c) for v, c in coefs.items() if c != 0.0)
-        if not all(-_MAX <= c <= _MAX for _, c in items) or not -_MAX <= const <= _MAX:
-            raise self.fail(node, 0, "arithmetic overflow: a coefficient is not finite")
+            coefs[v] = coefs.get(v, 0) - c
+        const = ta[1] - tb[1]
+        items = sorted((v, c) for v, c in coefs.items() if c != 0)
         if not items:
-            return TRUE if (const < 0.0 if strict else const <= 0.0) else FALSE
+            return TRUE if (const < 0 if strict else const <= 0) else FALSE
         if items[0][0] < 0 <= items[-1][0]:
             raise self.fail(node, 0, _MIXED)
-        return Lin(tuple(v for v, _ in items), tuple(c for _, c in items), const, strict)
+        try:
+            fcoefs = tuple(float(c) for _, c in items)
+            fconst = float(const) + 0.0   # + 0.0: no -0.0 in the output
+        except OverflowError:
+            fcoefs, fconst = (), _MAX * 2
+        if not all(-_MAX <= c <= _MAX for c in fcoefs) or not -_MAX <= fconst <= _MAX:
+            raise self.fail(node, 0, "arithmetic overflow: a coefficient is not finite")
+        exact = None
+        rational = tuple(c for _, c in items)
+        if any(Fraction(f) != c for f, c in zip(fcoefs, rational)) or Fraction(fconst) != const:
+            exact = Exact(rational, Fraction(const))
+        return Lin(tuple(v for v, _ in items), fcoefs, fconst, strict, exact)
 
     # ---- arithmetic ---------------------------------------------------------------------------
-    def term(self, parent: SExpr, j: int) -> tuple[dict[int, float], float]:
-        """The linear term parent[j] as (coefficients by code, constant)."""
+    def term(self, parent: SExpr, j: int) -> tuple[dict[int, Fraction], Fraction]:
+        """The linear term parent[j] as exact (coefficients by code, constant)."""
         node = parent[j]
         if node.__class__ is str:
-            x = self.leaf(node, parent, j)
-            return ({}, x) if x.__class__ is float else ({x: 1.0}, 0.0)
+            return self._exact_leaf(self.leaf(node, parent, j), node)
         self._check_arith(node)
         stack: list[list] = [[node, FIRST + 1, []]]
         while True:
@@ -293,8 +309,7 @@ class Converter:
                 frame[1] = i + 1
                 child = node[i]
                 if child.__class__ is str:
-                    x = self.leaf(child, node, i)
-                    args.append(({}, x) if x.__class__ is float else ({x: 1.0}, 0.0))
+                    args.append(self._exact_leaf(self.leaf(child, node, i), child))
                 else:
                     self._check_arith(child)
                     stack.append([child, FIRST + 1, []])
@@ -305,12 +320,18 @@ class Converter:
                 return t
             stack[-1][2].append(t)
 
+    @staticmethod
+    def _exact_leaf(x: int | float, tok: str) -> tuple[dict[int, Fraction], Fraction]:
+        """A leaf as an exact term: a number's value as written (a decimal, not its float)."""
+        return ({}, Fraction(tok)) if x.__class__ is float else ({x: Fraction(1)}, Fraction(0))
+
     def _check_arith(self, node: SExpr) -> None:
         h = node[FIRST] if len(node) > FIRST else None
         if h.__class__ is not str or h not in ARITH:
             raise self._unknown(node, "an arithmetic term")
 
-    def _combine(self, node: SExpr, args: list[tuple[dict, float]]) -> tuple[dict, float]:
+    def _combine(self, node: SExpr, args: list[tuple[dict, Fraction]]) -> tuple[dict, Fraction]:
+        """``(op args...)`` in exact rational arithmetic: ``(+ Y_0 0.1 0.2)`` is Y_0 + 3/10."""
         op = node[FIRST]
         if not args:
             raise self._arity(node, op, "at least 1 argument", 0, len(node))
@@ -318,7 +339,7 @@ class Converter:
             variable = [t for t in args if t[0]]
             if len(variable) > 1:
                 raise self.fail(node, 0, "non-linear term (POLY theory unsupported)")
-            scale = 1.0
+            scale = Fraction(1)
             for t in args:
                 if not t[0]:
                     scale *= t[1]
@@ -329,11 +350,11 @@ class Converter:
         if op == "-" and len(args) == 1:
             coefs, const = args[0]
             return {v: -c for v, c in coefs.items()}, -const
-        sign = -1.0 if op == "-" else 1.0
+        sign = -1 if op == "-" else 1
         coefs = dict(args[0][0])
         const = args[0][1]
         for t in args[1:]:
             for v, c in t[0].items():
-                coefs[v] = coefs.get(v, 0.0) + sign * c
+                coefs[v] = coefs.get(v, 0) + sign * c
             const += sign * t[1]
         return coefs, const

@@ -163,6 +163,18 @@ def _group(terms: list[Term]) -> list[tuple[list[Lin], list[list[Lin]]]]:
     return groups
 
 
+def _float_beyond(q: Fraction, toward: float) -> float:
+    """The float64 nearest to q, moved one step toward +-inf if it lies on the wrong side of q."""
+    try:
+        b = float(q)
+    except OverflowError:
+        return toward
+    f = Fraction(b) if math.isfinite(b) else None
+    if f is not None and (f < q if toward > 0 else f > q):
+        b = float(np.nextafter(b, toward))
+    return b
+
+
 # ---- cases --------------------------------------------------------------------------------------
 class _Bounds:
     """Box updates and extra rows collected in plain lists, applied with numpy at the end."""
@@ -179,15 +191,18 @@ class _Bounds:
                 rows.append(lin)
                 continue
             v, a, c = lin.vars[0], lin.coefs[0], lin.const
-            if a == 1.0:
-                b, exact = -c, True
-            elif a == -1.0:
-                b, exact = c, True
+            up = np.inf if a > 0 else -np.inf
+            if lin.exact is None and (a == 1.0 or a == -1.0):
+                b = -c if a == 1.0 else c
+            elif lin.exact is not None and lin.exact.lazy:
+                b = -c if a == 1.0 else c
+                if not lin.exact.const_is_float():   # the decimal lies between two floats
+                    b = float(np.nextafter(b, up))
             else:
-                b = -c / a      # may overflow to +-inf: then "no bound" is reported
-                exact = math.isfinite(b) and Fraction(-c) / Fraction(a) == Fraction(b)
-                if not exact:
-                    b = float(np.nextafter(b, np.inf if a > 0 else -np.inf))
+                (ra,), rc = lin.rational()
+                exact = -rc / ra
+                b = _float_beyond(exact, up)   # may overflow to +-inf: then "no bound" is reported
+                if Fraction(b) != exact:
                     rows.append(lin)
             b += 0.0    # no -0.0 in the box
             side = self.hi if a > 0 else self.lo
@@ -226,10 +241,13 @@ def _cases(q: Query, src: Source, common: list[Lin],
     LO.flags.writeable = False
     HI.flags.writeable = False
     regions = _regions(common_out, [groups[g][1] for g in keep], n_out)
-    return tuple(
-        Case(LO[g], HI[g], region, *_rows(rows_by_case[g], n_in))
+    cases = (
+        Case(LO[g], HI[g], region, *_rows(rows_by_case[g], n_in), lins=tuple(common_in + groups[g][0]))
         for g, region in zip(keep.tolist(), regions)
     )
+    # the float box is rounded outwards: a box a few ulps wide may still be empty exactly
+    thin = (HI - LO <= 4 * np.spacing(np.maximum(np.abs(LO), np.abs(HI)))).any(axis=1)
+    return tuple(c for g, c in zip(keep.tolist(), cases) if not (thin[g] and c.is_empty()))
 
 
 def _check_bounded(q: Query, src: Source, lo: np.ndarray, hi: np.ndarray, keep: np.ndarray,
@@ -260,40 +278,72 @@ def _regions(common_out: list[Lin], per_case: list[list[list[Lin]]], n_out: int
              ) -> list[tuple[Conjunct, ...]]:
     """One region per case: a Conjunct per term, rows = common + the term's output rows.
 
-    All rows go into one (R, n_out) matrix built once; conjuncts are read-only views of it.
+    All float rows go into one (R, n_out) matrix built once; conjuncts are read-only views of
+    it.  Each keeps its exact comparisons (``lins``) beside its float rows.
     """
     ri: list[int] = []
     ci: list[int] = []
     vals: list[float] = []
     d: list[float] = []
+    down: list[bool] = []
     strict: list[bool] = []
-    spans: list[list[tuple[int, int]]] = []
+    spans: list[list[tuple[int, int, tuple]]] = []
     r = 0
     for terms in per_case:
         case_spans = []
         for tout in terms:
             start = r
             for lins in (common_out, tout):
-                for vs, cs, c, st in lins:
-                    if len(vs) == 1:
+                for lin in lins:
+                    row = _float_row(lin)
+                    if row is None:
+                        continue
+                    coefs, const, rounded = row
+                    for v, a in zip(lin.vars, coefs):
                         ri.append(r)
-                        ci.append(~vs[0])
-                        vals.append(cs[0])
-                    else:
-                        for v, a in zip(vs, cs):
-                            ri.append(r)
-                            ci.append(~v)
-                            vals.append(a)
-                    d.append(c)
-                    strict.append(st)
+                        ci.append(~v)
+                        vals.append(a)
+                    d.append(const)
+                    down.append(rounded)
+                    strict.append(lin.strict)
                     r += 1
-            case_spans.append((start, r))
+            case_spans.append((start, r, tuple(common_out) + tuple(tout)))
         spans.append(case_spans)
     C = np.zeros((r, n_out))
     C[ri, ci] = vals
     D = np.array(d, dtype=np.float64)
+    D = np.where(np.array(down, dtype=bool), np.nextafter(D, -np.inf), D) + 0.0
     S = np.array(strict, dtype=bool)
     for arr in (C, D, S):
         arr.flags.writeable = False
-    return [tuple(Conjunct(C[s:e], D[s:e], S[s:e]) for s, e in case_spans)
+    return [tuple(Conjunct(C[s:e], D[s:e], S[s:e], lins) for s, e, lins in case_spans)
             for case_spans in spans]
+
+
+_TWO53 = 1 << 53
+
+
+def _float_row(lin: Lin) -> tuple[tuple[float, ...], float, bool] | None:
+    """The engine's float image of an output comparison: (coefficients, constant, whether the
+    constant must still be rounded down), with exact coefficients, or None to leave the row out.
+
+    A constant rounded down keeps the float row true wherever the exact one is.  Coefficients
+    that are not floats are made integers by scaling the row by the lcm of their denominators
+    (a positive factor: same comparison); when those do not fit in 53 bits the row is left
+    out, which only enlarges the violating region (sound for refutation; the exact check of a
+    candidate still reads every row)."""
+    if lin.exact is None:
+        return lin.coefs, lin.const, False
+    if lin.exact.lazy:
+        return lin.coefs, lin.const, not lin.exact.const_is_float()
+    coefs, const = lin.rational()
+    if any(Fraction(f) != c for f, c in zip(lin.coefs, coefs)):
+        scale = math.lcm(*(c.denominator for c in coefs))
+        coefs = tuple(c * scale for c in coefs)
+        if any(abs(c) > _TWO53 for c in coefs):
+            return None
+        const = const * scale
+    down = _float_beyond(const, -np.inf)
+    if not math.isfinite(down):
+        return None
+    return tuple(float(c) for c in coefs), down, False

@@ -11,6 +11,7 @@ elements.  All arrays are float64; they are never rounded to float32 here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import numpy as np
 
@@ -30,25 +31,40 @@ class Variable:
 
 @dataclass(frozen=True)
 class Conjunct:
-    """All rows hold: ``C @ y + d <= 0`` (``< 0`` where ``strict``).  C: (k, n_out), d: (k,)."""
+    """All rows hold: ``C @ y + d <= 0`` (``< 0`` where ``strict``).  C: (k, n_out), d: (k,).
+
+    C, d, strict are the engine's float64 image, sound for refutation: every coefficient is
+    exact (a row whose coefficients are not floats is scaled by a positive integer that makes
+    them so, or left out, which only enlarges the region) and d is rounded down, so the float
+    rows hold wherever the exact ones do.  lins: the comparisons exactly as written, which decide
+    whether an output violates (``holds``).
+    """
 
     C: np.ndarray
     d: np.ndarray
     strict: np.ndarray  # bool (k,)
+    lins: tuple = ()    # tuple[vnnlib.ast.Lin, ...] over output codes ~j
 
     def holds(self, y: np.ndarray) -> bool:
-        """Whether the concrete output y (n_out,) lies in this conjunct (exact float64 test)."""
-        v = self.C @ np.asarray(y, dtype=np.float64) + self.d
-        return bool(np.all(np.where(self.strict, v < 0, v <= 0)))
+        """Whether the concrete output y (n_out,) lies in this conjunct, decided exactly (rational
+        arithmetic on y's float values)."""
+        y = np.asarray(y, dtype=np.float64).reshape(-1)
+        if not np.all(np.isfinite(y)):
+            return False
+        return all(lin.holds_at([y[~v] for v in lin.vars]) for lin in self.lins)
 
 
 @dataclass(frozen=True)
 class Case:
     """An input region and the output region that violates the property there.
 
-    lo, hi: (n_in,) finite bounds with lo <= hi.  A_in, b_in: optional extra linear input
-    constraints ``A_in @ x <= b_in`` ((m, n_in), (m,)); None when the region is a plain box.
-    region: the disjunction of conjuncts over the outputs.
+    lo, hi: (n_in,) finite float64 bounds, rounded outwards: the box holds every input that meets
+    the case's comparisons (strict ones relaxed), so the engine's bounds over it are sound.
+    A_in, b_in: the float images of the case's linear input comparisons over several inputs
+    (``A_in @ x <= b_in``; None when there are none).  lins: every input comparison of the case
+    exactly as written; they decide whether an input is in the region (``contains_input``) and
+    which float inputs exist there (``float_box``).  region: the disjunction of conjuncts over
+    the outputs.
     """
 
     lo: np.ndarray
@@ -56,16 +72,117 @@ class Case:
     region: tuple[Conjunct, ...]
     A_in: np.ndarray | None = None
     b_in: np.ndarray | None = None
+    lins: tuple = ()    # tuple[vnnlib.ast.Lin, ...] over input codes
+    _memo: dict = field(default_factory=dict, compare=False, repr=False)
 
-    def contains_input(self, x: np.ndarray, tol: float = 0.0) -> bool:
-        x = np.asarray(x, dtype=np.float64)
-        ok = bool(np.all(x >= self.lo - tol) and np.all(x <= self.hi + tol))
-        if ok and self.A_in is not None:
-            ok = bool(np.all(self.A_in @ x <= self.b_in + tol))
-        return ok
+    def contains_input(self, x: np.ndarray) -> bool:
+        """Whether x (n_in,) meets every input comparison exactly as written.
+
+        The single-input comparisons are read through ``float_box(float64)``: a float64 value
+        meets them exactly iff it lies in that box.  The others are evaluated in Fractions."""
+        x = np.asarray(x, dtype=np.float64).reshape(-1)
+        box = self.float_box(np.float64)
+        if box is None or x.shape != self.lo.shape or not np.all(np.isfinite(x)):
+            return False
+        if np.any(x < box[0]) or np.any(x > box[1]):
+            return False
+        return all(lin.holds_at([x[v] for v in lin.vars]) for lin in self.lins if len(lin.vars) > 1)
 
     def violated_by(self, y: np.ndarray) -> bool:
         return any(c.holds(y) for c in self.region)
+
+    def exact_box(self) -> "ExactBox":
+        """The per-element bounds the single-input comparisons set, in rational arithmetic."""
+        if "box" not in self._memo:
+            self._memo["box"] = ExactBox.of(self.lins, self.lo.shape[0])
+        return self._memo["box"]
+
+    def float_box(self, dtype) -> tuple[np.ndarray, np.ndarray] | None:
+        """(lo, hi) in dtype: the smallest and largest values of dtype that each element may take
+        under the exact bounds (strict ones strict), or None when some element has no value of
+        dtype there, so that no input of that type lies in the case."""
+        key = ("float", np.dtype(dtype).name)
+        if key not in self._memo:
+            self._memo[key] = self.exact_box().in_type(np.dtype(dtype).type)
+        return self._memo[key]
+
+    def is_empty(self) -> bool:
+        """True when the bounds on some element admit no real value (exactly): lo > hi, or lo == hi
+        with one of them strict.  (Contradictions among comparisons over several inputs are not
+        looked for; such a case is still sound to bound.)"""
+        return self.exact_box().empty
+
+
+class ExactBox:
+    """Per-element exact bounds: lo[i], hi[i] (Fraction or None for none), and strictness."""
+
+    def __init__(self, n: int):
+        self.lo: list = [None] * n
+        self.hi: list = [None] * n
+        self.lo_strict = [False] * n
+        self.hi_strict = [False] * n
+
+    @classmethod
+    def of(cls, lins, n: int) -> "ExactBox":
+        box = cls(n)
+        for lin in lins:
+            if len(lin.vars) == 1:
+                box._add(lin)
+        return box
+
+    def _add(self, lin) -> None:
+        (a,), c = lin.rational()
+        i, b = lin.vars[0], -c / a            # a x + c <= 0  ->  x <= b (a > 0) or x >= b (a < 0)
+        if a > 0:
+            cur = self.hi[i]
+            if cur is None or b < cur or (b == cur and lin.strict):
+                self.hi[i], self.hi_strict[i] = b, lin.strict or (cur == b and self.hi_strict[i])
+        else:
+            cur = self.lo[i]
+            if cur is None or b > cur or (b == cur and lin.strict):
+                self.lo[i], self.lo_strict[i] = b, lin.strict or (cur == b and self.lo_strict[i])
+
+    @property
+    def empty(self) -> bool:
+        for lo, hi, ls, hs in zip(self.lo, self.hi, self.lo_strict, self.hi_strict):
+            if lo is not None and hi is not None and (lo > hi or (lo == hi and (ls or hs))):
+                return True
+        return False
+
+    def in_type(self, ftype) -> tuple[np.ndarray, np.ndarray] | None:
+        n = len(self.lo)
+        lo, hi = np.empty(n, dtype=ftype), np.empty(n, dtype=ftype)
+        for i in range(n):
+            lo[i] = _first_value(ftype, self.lo[i], self.lo_strict[i], +1)
+            hi[i] = _first_value(ftype, self.hi[i], self.hi_strict[i], -1)
+        if np.any(~np.isfinite(lo)) or np.any(~np.isfinite(hi)) or np.any(lo > hi):
+            return None
+        return lo, hi
+
+
+def _first_value(ftype, bound, strict: bool, direction: int):
+    """The first value of the float type ftype at or beyond bound in the direction (+1: the
+    smallest v >= bound, > if strict; -1: the largest v <= bound), by exact comparisons; the
+    type's largest finite magnitude when there is no bound (a 2.0 query may leave inputs
+    unbounded: then any finite value is allowed)."""
+    big = np.finfo(ftype).max
+    if bound is None:
+        return ftype(-big if direction > 0 else big)
+    toward = ftype(np.inf * direction)
+    v = ftype(float(bound)) if abs(bound) <= Fraction(float(big)) else ftype(np.inf * np.sign(bound))
+    ok = lambda v: (Fraction(float(v)) - bound) * direction > 0 or (not strict and Fraction(float(v)) == bound)
+    for _ in range(4):                # float() then ftype() may round twice: step back
+        back = np.nextafter(v, -toward)
+        if not np.isfinite(back) or back == v or not ok(back):
+            break
+        v = back
+    for _ in range(4):
+        if not np.isfinite(v) or ok(v):
+            break
+        v = np.nextafter(v, toward)
+    if not (np.isfinite(v) and ok(v)):
+        return ftype(np.inf * direction)    # none (or a flush-to-zero mode broke nextafter)
+    return v
 
 
 @dataclass(frozen=True)
