@@ -66,18 +66,29 @@ class Builder:
                                               self.const(r.normal(0, 0.3, c)), self.const(r.uniform(0.5, 2.0, c))],
                        epsilon=1e-3)
 
-    def finish(self, x_name: str, x_shape: Sequence[int], y: str, x_type: int = F32) -> onnx.ModelProto:
+    def finish(self, x_name: str, x_shape: Sequence[int], y: str, x_type: int = F32,
+               y_shape: Sequence[int] | None = None) -> onnx.ModelProto:
         """The model with input x_name (x_shape, x_type) and output y; y's type and shape are
-        those of ONNX's reference evaluator on a zero input (the checker wants them declared)."""
+        those of ONNX's reference evaluator on a zero input (the checker wants them declared),
+        or x_type and y_shape when y_shape is given."""
         from onnx.reference import ReferenceEvaluator
 
         opsets = [helper.make_opsetid("", self.opset)]
         x = helper.make_tensor_value_info(x_name, x_type, list(x_shape))
 
-        def model(out: onnx.ValueInfoProto) -> onnx.ModelProto:
-            g = helper.make_graph(self.nodes, "net", [x], [out], initializer=self.inits)
-            return helper.make_model(g, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets))
+        ir_version = helper.find_min_ir_version_for(opsets)
+        # before IR version 4 (opsets 7 and 8) every initializer must also be a graph input
+        listed = [helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in self.inits
+                  ] if ir_version < 4 else []
 
+        def model(out: onnx.ValueInfoProto) -> onnx.ModelProto:
+            g = helper.make_graph(self.nodes, "net", [x] + listed, [out], initializer=self.inits)
+            return helper.make_model(g, opset_imports=opsets, ir_version=ir_version)
+
+        if y_shape is not None:  # forms the reference evaluator lacks (negative pads, ...): as declared
+            m = model(helper.make_tensor_value_info(y, x_type, list(y_shape)))
+            onnx.checker.check_model(m)
+            return m
         probe = model(helper.make_tensor_value_info(y, x_type, None))
         zero = np.zeros(x_shape, dtype=helper.tensor_dtype_to_np_dtype(x_type))
         y_val = np.asarray(ReferenceEvaluator(probe).run(None, {x_name: zero})[0])

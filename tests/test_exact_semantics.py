@@ -246,3 +246,19 @@ def test_decimal_exactness_matches_fractions(tok):
     from vnnlib.exact import decimal_is_float
 
     assert decimal_is_float(tok) == (Fraction(tok) == Fraction(float(tok)))
+
+
+def test_float32_cases_keep_rows_exact_and_constants_below():
+    """On the float32 (GPU) path a row constant is rounded down again and a row whose integer
+    coefficients do not fit float32's 24 bits leaves its conjunct, rather than be rounded."""
+    from verifier.spec import build_cases
+
+    text = query(1, 2, "(assert (>= X_0 0.0))\n(assert (<= X_0 1.0))\n"
+                       "(assert (or (<= Y_0 0.1) (<= (* 16777217 Y_0) Y_1)))")
+    prop = vnnlib.parse_text(text)
+    cs = build_cases(prop, (1,), 2, torch.float32, torch.device("cpu"))
+    d = cs.d[0, 0].item()
+    assert Fraction(d) <= Fraction(-1, 10) and cs.d.dtype == torch.float32
+    assert cs.member[0, 0, 0] and not cs.member[0, 1].any()       # 16777217 = 2^24 + 1
+    cs64 = build_cases(prop, (1,), 2, torch.float64, torch.device("cpu"))
+    assert cs64.member[0, 1].any()

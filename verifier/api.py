@@ -2,15 +2,12 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import time
 
 from .budget import Deadline
 from .config import VerifyConfig
 from .verdict import Result, Verdict
-
-log = logging.getLogger("verifier")
 
 
 class InputError(Exception):
@@ -26,6 +23,49 @@ def load_property(vnnlib_path: str | os.PathLike):
         raise InputError(str(e)) from None
     except OSError as e:
         raise InputError(f"{vnnlib_path}: {e.strerror or e}") from None
+
+
+def load_checked(onnx_path: str | os.PathLike):
+    """The model's graph as the engine bounds it (simplified, float64, CPU) and onnxruntime on the
+    model as given.  A model onnxruntime cannot load is refused: nothing could confirm a
+    counterexample or check the import, and it is not a well-typed ONNX model (onnxruntime
+    type-checks what onnx's checker does not, e.g. a float64 input fed to float32 weights)."""
+    from .confirm import ReferenceModel
+    from .onnx_import import ModelError, load_model, to_graph
+    from .simplify import simplify
+
+    try:
+        model = load_model(onnx_path)
+        graph = dataclasses.replace(simplify(to_graph(model)), float_model=_float_type(model))
+    except ModelError as e:
+        raise InputError(str(e)) from None
+    try:
+        ref = ReferenceModel(model.SerializeToString())
+    except Exception as e:  # onnxruntime raises its own Fail / InvalidGraph / ... types
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise InputError(f"{onnx_path}: onnxruntime cannot load this model: {first}") from None
+    return graph, ref
+
+
+def _float_type(model):
+    """The narrowest float type the model computes in: float32 as soon as any initializer, cast
+    or declared tensor is float32 (onnxruntime then rounds there), else float64."""
+    import torch
+    from onnx import TensorProto
+
+    g = model.graph
+    types = [t.data_type for t in g.initializer]
+    types += [vi.type.tensor_type.elem_type for vi in list(g.input) + list(g.output) + list(g.value_info)]
+    types += [a.i for n in g.node if n.op_type == "Cast" for a in n.attribute if a.name == "to"]
+    return torch.float32 if TensorProto.FLOAT in types else torch.float64
+
+
+def float_semantics(prop) -> bool:
+    """Whether the query asks about the float model: a VNN-LIB 2.0 query whose variables are
+    declared in a float type.  `real` (and every VNN-LIB 1.0 query, whose constants are Real)
+    asks about the network as a function over the reals."""
+    return prop.version == "2.0" and any(v.dtype.lower().startswith("float")
+                                         for v in tuple(prop.inputs) + tuple(prop.outputs))
 
 
 def verify(onnx_path: str | os.PathLike, vnnlib_path: str | os.PathLike, timeout: float = 60.0,
@@ -44,23 +84,14 @@ def verify(onnx_path: str | os.PathLike, vnnlib_path: str | os.PathLike, timeout
     prop = prop if prop is not None else load_property(vnnlib_path)
     import torch
 
-    from .confirm import ReferenceModel
-    from .onnx_import import ModelError, load_model, to_graph
+    from .faithful import check_faithful
     from .pipeline import Query, choose_device, decide, numeric_setup, restore_numerics
-    from .simplify import simplify
     from .spec import SpecError
 
-    try:
-        model = load_model(onnx_path)
-        graph = simplify(to_graph(model))
-    except ModelError as e:
-        raise InputError(str(e)) from None
-    try:
-        ref = ReferenceModel(model.SerializeToString())
-    except Exception as e:  # onnxruntime refuses some models (e.g. mixed float types): no sat then
-        log.warning("onnxruntime cannot run this model (%s): counterexamples cannot be confirmed",
-                    str(e).splitlines()[0][:120])
-        ref = None
+    graph, ref = load_checked(onnx_path)
+    check_faithful(graph, ref, prop)
+    if not float_semantics(prop):
+        graph = dataclasses.replace(graph, float_model=None)
     try:
         device = choose_device(cfg.device)
     except ValueError as e:

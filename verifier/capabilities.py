@@ -9,6 +9,7 @@ ONNX_OPERATORS = (
 )
 
 CAPABILITIES: dict[str, tuple[str, ...]] = {
+    # the first and the last opset: the importer refuses models outside them (onnx_import.OPSETS)
     "--onnx-opset-versions": ("7", "21"),
     "--onnx-element-types": ("float32", "float64"),
     "--onnx-operators": ONNX_OPERATORS,

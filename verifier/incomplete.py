@@ -8,23 +8,30 @@ from torch import Tensor
 from .bounds.alpha import AlphaConfig, alpha_lower
 from .bounds.backward import crown_intermediate, crown_output
 from .bounds.interval import interval_bounds
+from .bounds.rounding import coef, floor, lower, magnitude
 from .budget import Deadline
 from .ir import Graph
 from .spec import Cases, refuted
 
 
 def ibp_lower(graph: Graph, sp: Cases) -> Tensor:
-    """(P, k) lower bounds of the rows from interval bounds of the output."""
+    """(P, k) rigorous lower bounds of the rows from interval bounds of the output: the sum of
+    the n products and d rounds by at most gamma(n + 1) of their magnitudes (plus 2 tiny per
+    operation and per operand for flushed subnormals)."""
     ylo, yhi = interval_bounds(graph, sp.lo, sp.hi)[graph.output_name]
     ylo, yhi = ylo.reshape(len(sp), 1, -1), yhi.reshape(len(sp), 1, -1)
-    return (sp.C.clamp(min=0) * ylo + sp.C.clamp(max=0) * yhi).sum(-1) + sp.d
+    t = sp.C.clamp(min=0) * ylo + sp.C.clamp(max=0) * yhi
+    n = t.shape[-1]
+    err = coef(n + 1, n + 3, t.dtype) * (t.abs().sum(-1) + sp.d.abs())
+    err = err + floor(t.dtype, 2 * n + 2, sp.C.abs().sum(-1), magnitude(ylo, yhi).sum(-1))
+    return lower(t.sum(-1) + sp.d, err)
 
 
 def crown_lower(graph: Graph, sp: Cases, deadline: Deadline | None = None) -> tuple[Tensor, dict]:
     """(P, k) CROWN lower bounds of the rows, and the intermediate bounds used."""
     with torch.no_grad():
         pre = crown_intermediate(graph, sp.lo, sp.hi, deadline=deadline)
-        lb = crown_output(graph, sp.lo, sp.hi, sp.C, pre) + sp.d
+        lb = lower(crown_output(graph, sp.lo, sp.hi, sp.C, pre) + sp.d)  # + d rounds once more
         # on wide boxes with many unstable ReLUs CROWN can be looser than IBP on some rows
         lb = torch.maximum(lb, ibp_lower(graph, sp))
     return lb, pre

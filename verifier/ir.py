@@ -44,6 +44,9 @@ class Graph:
     onnx_input_shape: tuple[int, ...]
     onnx_output_shape: tuple[int, ...] = ()
     by_name: Mapping[str, Node] = field(default_factory=dict)
+    # the function bounded: None for the network over the reals; a dtype for the network as
+    # onnxruntime computes it in that type (bounds/rounding.py: model error terms)
+    float_model: torch.dtype | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "by_name", {n.name: n for n in self.nodes})
@@ -86,4 +89,4 @@ class Graph:
         nodes = tuple(Node(n.name, n.op, n.inputs, {k: move(v) for k, v in n.params.items()}, n.shape)
                       for n in self.nodes)
         return Graph(self.input_name, self.input_shape, nodes, self.output_name,
-                     self.onnx_input_shape, self.onnx_output_shape)
+                     self.onnx_input_shape, self.onnx_output_shape, float_model=self.float_model)

@@ -13,12 +13,24 @@ import onnx
 import torch
 from onnx import numpy_helper
 
+from .capabilities import CAPABILITIES
 from .ir import Graph, Node
 from .ops import CONVERTERS, RULES
 
+# the opsets `supports --onnx-opset-versions` reports (first and last): one source for both
+OPSETS = tuple(int(v) for v in CAPABILITIES["--onnx-opset-versions"])
+# element types of the network's input and output: float32 and float64 (float16 / bfloat16 would
+# make their rounding, 1e-3 to 4e-3 relative, part of the function; integers are not ours to bound)
+FLOAT_TYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.DOUBLE: "float64"}
+
 
 class ModelError(Exception):
-    """The model cannot be read or contains something the verifier does not support."""
+    """The model cannot be read or contains something the verifier does not support.
+    named: the message already names the node it concerns."""
+
+    def __init__(self, message: str, named: bool = False):
+        super().__init__(message)
+        self.named = named
 
 
 def load_model(path: str | Path) -> onnx.ModelProto:
@@ -55,6 +67,9 @@ class ImportContext:
         self.consts: dict[str, np.ndarray] = {}
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.nodes: list[Node] = []
+        # IR values whose ONNX tensor has lost the leading batch axis (offset 0, a Squeeze of it):
+        # their true ONNX shape; only the network output may be such a value
+        self.batchless: dict[str, tuple[int, ...]] = {}
         self._fresh = 0
 
     # --- reading
@@ -63,7 +78,8 @@ class ImportContext:
 
     def const(self, name: str) -> np.ndarray:
         if name not in self.consts:
-            raise ModelError(f"value {name!r} must be a constant here")
+            raise ModelError(f"value {name!r} is computed from the network input, where only a constant "
+                             "is supported")
         return self.consts[name]
 
     def lift(self, node, x: str, rank: int) -> str:
@@ -95,7 +111,16 @@ class ImportContext:
         return self.shapes[ir_name]
 
     def onnx_shape(self, ir_name: str) -> tuple[int, ...]:
+        if ir_name in self.batchless:
+            return self.batchless[ir_name]
         return ((1,) if self.offset == 0 else ()) + self.shapes[ir_name]
+
+    def needs_batch_axis(self, node, x: str) -> None:
+        """Ops whose ONNX input is (N, C, ...) with N a batch axis (Conv, pooling): the IR
+        computes them on its own batch axis, which is only N when N is the model's batch of 1."""
+        if self.offset == 1:
+            raise self.unsupported(node, f"{node.op_type} on a tensor of shape {list(self.onnx_shape(x))} "
+                                         "whose first axis is not a batch axis of size 1")
 
     def ir_shape(self, onnx_shape, node) -> tuple[int, ...]:
         onnx_shape = tuple(int(d) for d in onnx_shape)
@@ -112,14 +137,17 @@ class ImportContext:
         return tuple(out)
 
     def tensor(self, a) -> torch.Tensor:
-        return torch.as_tensor(np.asarray(a, dtype=np.float64))
+        return torch.as_tensor(np.array(a, dtype=np.float64))  # a copy: constants may be read-only views
 
     def unsupported(self, node, what: str) -> ModelError:
-        return ModelError(f"unsupported: {what} (node {node.name or node.output[0]!r}, op {node.op_type})")
+        return ModelError(f"unsupported: {what} (node {node.name or node.output[0]!r}, op {node.op_type})", True)
 
     # --- writing
     def emit(self, op: str, inputs: list[str], params: dict, out: str | None = None,
              shape: tuple[int, ...] | None = None) -> str:
+        if any(i in self.batchless for i in inputs):
+            raise ModelError("an operation on a value whose batch axis was squeezed away "
+                             "(only the network output may lose it)")
         self._fresh += 1
         name = f"{op.lower()}_{self._fresh}" if out is None else f"{out}"
         if name in self.shapes:
@@ -149,12 +177,15 @@ def _fold_constant(node: onnx.NodeProto, ctx: ImportContext, opset: int) -> None
 
     if node.op_type == "Constant":
         a = _attrs(node)
-        for key in ("value", "value_float", "value_floats", "value_int", "value_ints"):
+        kinds = {"value_float": np.float32, "value_floats": np.float32, "value_int": np.int64, "value_ints": np.int64}
+        if "value" in a:
+            ctx.consts[node.output[0]] = numpy_helper.to_array(a["value"])
+            return
+        for key, dtype in kinds.items():
             if key in a:
-                v = a[key]
-                ctx.consts[node.output[0]] = numpy_helper.to_array(v) if key == "value" else np.asarray(v)
+                ctx.consts[node.output[0]] = np.asarray(a[key], dtype=dtype)
                 return
-        raise ctx.unsupported(node, "Constant of this kind")
+        raise ctx.unsupported(node, f"Constant given by {', '.join(a) or 'nothing'}")
     inputs = [onnx.helper.make_tensor_value_info(n, onnx.TensorProto.UNDEFINED, None) for n in node.input if n]
     outputs = [onnx.helper.make_tensor_value_info(n, onnx.TensorProto.UNDEFINED, None) for n in node.output if n]
     g = onnx.helper.make_graph([node], "fold", inputs, outputs)
@@ -202,7 +233,9 @@ _IMPORTER_OPS = ("Constant", "Shape")
 def check_supported(model: onnx.ModelProto) -> None:
     missing: dict[str, list[str]] = {}
     for n in model.graph.node:
-        if n.op_type not in CONVERTERS and n.op_type not in _IMPORTER_OPS:
+        if n.domain not in ("", "ai.onnx"):  # a custom op may share a standard op's name
+            missing.setdefault(f"{n.domain}.{n.op_type}", []).append(n.name or n.output[0])
+        elif n.op_type not in CONVERTERS and n.op_type not in _IMPORTER_OPS:
             missing.setdefault(n.op_type, []).append(n.name or n.output[0])
     if missing:
         parts = [f"{op} (node {', '.join(repr(x) for x in names[:3])}{', ...' if len(names) > 3 else ''})"
@@ -210,14 +243,32 @@ def check_supported(model: onnx.ModelProto) -> None:
         raise ModelError("unsupported operators: " + "; ".join(parts))
 
 
+def _opset(model: onnx.ModelProto) -> int:
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is None or not OPSETS[0] <= opset <= OPSETS[-1]:
+        raise ModelError(f"unsupported: opset {opset} (supported: {OPSETS[0]} to {OPSETS[-1]})")
+    return opset
+
+
+def check_element_types(model: onnx.ModelProto) -> None:
+    """The network's input and output must be float32 or float64."""
+    inits = {i.name for i in model.graph.initializer}
+    for kind, vis in (("input", model.graph.input), ("output", model.graph.output)):
+        for vi in vis:
+            t = vi.type.tensor_type.elem_type
+            if vi.name not in inits and t not in FLOAT_TYPES:
+                name = onnx.TensorProto.DataType.Name(t) if t in onnx.TensorProto.DataType.values() else t
+                raise ModelError(f"unsupported: network {kind} {vi.name!r} of element type {name} "
+                                 f"(supported: {', '.join(FLOAT_TYPES.values())})")
+
+
 def to_graph(model: onnx.ModelProto) -> Graph:
     """Convert a checked model to the IR (float64 parameters on the CPU)."""
     check_supported(model)
     if len(model.graph.output) != 1:
         raise ModelError(f"unsupported: {len(model.graph.output)} network outputs (exactly one is supported)")
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
-    if not 7 <= opset <= 22:
-        raise ModelError(f"unsupported: opset {opset}")
+    opset = _opset(model)
+    check_element_types(model)
     name, shape, onnx_shape, offset = _input_layout(model)
     ctx = ImportContext(offset)
     ctx.values[name] = name
@@ -225,18 +276,44 @@ def to_graph(model: onnx.ModelProto) -> Graph:
     for init in model.graph.initializer:
         ctx.consts[init.name] = numpy_helper.to_array(init)
     for node in model.graph.node:
-        if node.op_type == "Shape" and node.input[0] in ctx.values:
-            ctx.consts[node.output[0]] = _shape_of_var(ctx, node)
-        elif all((not i) or ctx.is_const(i) for i in node.input):
-            _fold_constant(node, ctx, opset)
-        else:
-            CONVERTERS[node.op_type](ctx, node)
+        _import_node(ctx, node, opset)
     out = model.graph.output[0].name
     if out not in ctx.values:
         raise ModelError("unsupported: the network output does not depend on its input")
     out_ir = ctx.var(out)
     return Graph(name, shape, tuple(_live_nodes(ctx.nodes, out_ir)), out_ir, onnx_shape,
                  ctx.onnx_shape(out_ir) if out_ir != name else onnx_shape)
+
+
+def _import_node(ctx: ImportContext, node: onnx.NodeProto, opset: int) -> None:
+    """Fold or convert one node; every failure becomes a ModelError that names the node."""
+    first = len(ctx.nodes)
+    try:
+        if node.op_type == "Shape" and node.input[0] in ctx.values:
+            ctx.consts[node.output[0]] = _shape_of_var(ctx, node)
+        elif all((not i) or ctx.is_const(i) for i in node.input):
+            _fold_constant(node, ctx, opset)
+        else:
+            CONVERTERS[node.op_type](ctx, node)
+    except ModelError as e:
+        raise e if e.named else ctx.unsupported(node, str(e)) from None
+    except Exception as e:  # a form the converter or torch rejects: the model's, not a verdict
+        msg = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise ModelError(f"cannot import node {node.name or node.output[0]!r} (op {node.op_type}): {msg}",
+                         True) from None
+    for n in ctx.nodes[first:]:
+        if not all(_finite(v) for v in n.params.values()):
+            raise ctx.unsupported(node, "a constant with NaN or infinite entries")
+
+
+def _finite(v) -> bool:
+    if isinstance(v, torch.Tensor) and v.is_floating_point():
+        return bool(torch.isfinite(v).all())
+    if isinstance(v, (list, tuple)):
+        return all(_finite(p) for p in v)
+    if isinstance(v, float):
+        return bool(np.isfinite(v))
+    return True
 
 
 def _live_nodes(nodes: list[Node], out: str) -> list[Node]:

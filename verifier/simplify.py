@@ -34,6 +34,22 @@ def _channel_vector(t: torch.Tensor | None, shape: tuple[int, ...]) -> torch.Ten
     return None
 
 
+def _bias_terms(prev: Node, aff: Node, sv, vector) -> torch.Tensor | None:
+    """Magnitudes of the constant terms the model adds into each output of the folded node:
+    |s| (prev's bias terms) + (aff's shift terms), as a vector like the folded bias (see
+    LinearRule.bias_magnitude); None when neither node has a bias."""
+    b = prev.params.get("bias_abs", prev.params["b"])
+    t = aff.params.get("bias_abs", aff.params["shift"])
+    if b is None and t is None:
+        return None
+    out = 0
+    if b is not None:
+        out = b.abs().reshape(-1) * (1 if sv is None else sv.abs())
+    if t is not None:
+        out = out + vector(t.abs())
+    return out
+
+
 def _fold(prev: Node, aff: Node) -> Node | None:
     s, t = aff.params["scale"], aff.params["shift"]
     if prev.op == "MatMul" and aff.shape == prev.shape:
@@ -45,9 +61,10 @@ def _fold(prev: Node, aff: Node) -> Node | None:
         if sv is not None:
             W = W * sv
             b = None if b is None else b * sv
+        terms = _bias_terms(prev, aff, sv, lambda v: _last_axis_vector(v, n))
         if tv is not None:
             b = tv if b is None else b + tv
-        return Node(aff.name, "MatMul", prev.inputs, {"W": W, "b": b}, aff.shape)
+        return Node(aff.name, "MatMul", prev.inputs, {"W": W, "b": b, "bias_abs": terms}, aff.shape)
     if prev.op == "Conv" and aff.shape == prev.shape and len(prev.shape) >= 2:
         sv, tv = _channel_vector(s, prev.shape), _channel_vector(t, prev.shape)
         if (s is not None and sv is None) or (t is not None and tv is None):
@@ -57,9 +74,12 @@ def _fold(prev: Node, aff: Node) -> Node | None:
         if sv is not None:
             W = W * sv.reshape((-1,) + (1,) * (W.dim() - 1))
             b = None if b is None else b * sv
+        terms = _bias_terms(prev, aff, sv, lambda v: _channel_vector(v, prev.shape))
         if tv is not None:
             b = tv if b is None else b + tv
         p["W"], p["b"] = W, b
+        if terms is not None:      # (C,) -> (C, 1, ...): broadcasts onto the output like the bias
+            p["bias_abs"] = terms.reshape((-1,) + (1,) * (len(prev.shape) - 1))
         return Node(aff.name, "Conv", prev.inputs, p, aff.shape)
     return None
 

@@ -9,33 +9,58 @@ and one with a_i < 0 fall at most g / |a_i| below its upper end.  Each cut raise
 lower bounds over the smaller box, so a few passes over the rows of a conjunct can empty it even
 when no single row is positive: the conjunct is then refuted.  The domain keeps the hull of its
 conjuncts' boxes.
+
+Every step is rounded outwards with a proven error bound (bounds/rounding.py), so the clipped
+box holds every real counterexample of the domain: the plane's constant c, the row lower bounds
+over a box, and each new side lo + g / a (rounded up) or hi - g / |a| (rounded down).
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
+from ..bounds.rounding import coef, floor, lower, magnitude, upper
 from ..spec import Cases
 
 PASSES = 3
 MAX_WORK = 1 << 16  # conjuncts x rows x input elements per domain beyond which clipping is skipped
 
 
-def _margin(dtype: torch.dtype) -> float:
-    """Relative widening of a clipped side: the cut's own rounding is ~1e-16 (float64) or ~1e-7
-    (float32) of the box; the margin is far above both."""
-    return 1e-9 if dtype == torch.float64 else 1e-4
+def _box_terms(a: Tensor, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
+    """The sum over the box of min(a_i lo_i, a_i hi_i) (..., Q) and its rounding error:
+    n products and a sum (plus one more term added by the caller): gamma(n + 2) of the
+    magnitudes, and 2 tiny per operation and operand for flushed subnormals."""
+    t = torch.minimum(a * lo, a * hi)
+    n = a.shape[-1]
+    err = coef(n + 2, n + 3, a.dtype) * t.abs().sum(-1)
+    err = err + floor(a.dtype, 2 * n + 4, a.abs().sum(-1), magnitude(lo, hi).sum(-1))
+    return t.sum(-1), err
 
 
 def _row_lower(a: Tensor, c: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
-    """min over the box of a . x + c: a (N, J, Q, n), c (N, 1, Q), boxes (N, J, n) -> (N, J, Q)."""
-    return c + torch.minimum(a * lo.unsqueeze(2), a * hi.unsqueeze(2)).sum(-1)
+    """Rigorous min over the box of a . x + c: a (N, J, Q, n), c (N, 1, Q), boxes (N, J, n) -> (N, J, Q)."""
+    s, err = _box_terms(a, lo.unsqueeze(2), hi.unsqueeze(2))
+    return lower(c + s, err + coef(1, 1, a.dtype) * c.abs())
+
+
+def _cut(lo: Tensor, hi: Tensor, a: Tensor, g: Tensor, pos: Tensor, neg: Tensor) -> tuple[Tensor, Tensor]:
+    """The box cut by the half-spaces: a coordinate with a_i > 0 rises at most g / a_i above its
+    lower end, rounded up (a quotient and a sum: 2u of |lo| + g / a_i, plus tiny); a_i < 0 the
+    mirror image.  A rounding that loses g / a altogether (g / a below tiny) is in the tiny."""
+    step = g / a.abs()
+    lo2, hi2 = lo.unsqueeze(2), hi.unsqueeze(2)
+    new_hi = upper(lo2 + step, coef(2, 1, a.dtype) * (lo2.abs() + step) + 4 * floor(a.dtype, 1))
+    new_lo = lower(hi2 - step, coef(2, 1, a.dtype) * (hi2.abs() + step) + 4 * floor(a.dtype, 1))
+    upper_ = torch.where(pos, new_hi, torch.inf).amin(2)
+    lower_ = torch.where(neg, new_lo, -torch.inf).amax(2)
+    return torch.maximum(lo, lower_), torch.minimum(hi, upper_)
 
 
 def clip_boxes(cs: Cases, lb: Tensor, A: Tensor, tol: float) -> tuple[Tensor, Tensor, Tensor]:
-    """cs: N domains; lb (N, Q): lower bounds of the rows over the boxes; A (N, Q, *in): the input
-    coefficients of those bounds.  Returns (lo, hi, valid): boxes that hold every counterexample of
-    each domain and the conjuncts that may still have one (valid & not emptied)."""
+    """cs: N domains; lb (N, Q): rigorous lower bounds of the rows over the boxes; A (N, Q, *in):
+    the input coefficients of those bounds.  Returns (lo, hi, valid): boxes that hold every
+    counterexample of each domain and the conjuncts that may still have one (valid & not
+    emptied).  A row counts as met where it is <= tol (0: bound_tolerance)."""
     N, Q = lb.shape
     shape = cs.lo.shape[1:]
     J = cs.member.shape[1]
@@ -44,22 +69,19 @@ def clip_boxes(cs: Cases, lb: Tensor, A: Tensor, tol: float) -> tuple[Tensor, Te
         return cs.lo, cs.hi, cs.valid
     lo0, hi0 = cs.lo.reshape(N, 1, n), cs.hi.reshape(N, 1, n)
     a = A.reshape(N, 1, Q, n).expand(N, J, Q, n)
-    finite = torch.isfinite(lb)
-    # c such that a . x + c is the bound whose minimum over the domain's box is lb
-    c = (lb - torch.minimum(a[:, 0] * lo0, a[:, 0] * hi0).sum(-1)).unsqueeze(1)
-    rows = cs.member & finite.unsqueeze(1) & cs.valid.unsqueeze(-1)          # (N, J, Q) rows that cut
+    # c with a . x + c <= row(x) on the domain: lb <= (the bound's constant) + min over the box of
+    # a . x, so c = lb - (that minimum), rounded down, will do
+    s, err = _box_terms(a[:, 0], lo0, hi0)
+    c = lower(lb - tol - s, err + coef(2, 1, lb.dtype) * (lb.abs() + tol)).unsqueeze(1)
+    usable = torch.isfinite(c[:, 0]) & torch.isfinite(a[:, 0]).all(-1)
+    rows = cs.member & usable.unsqueeze(1) & cs.valid.unsqueeze(-1)          # (N, J, Q) rows that cut
     lo, hi = lo0.expand(N, J, n).clone(), hi0.expand(N, J, n).clone()
     pos, neg = (a > 0) & rows.unsqueeze(-1), (a < 0) & rows.unsqueeze(-1)
     for _ in range(PASSES):
-        g = (tol - _row_lower(a, c, lo, hi)).clamp_min(0).unsqueeze(-1)      # (N, J, Q, 1)
-        upper = torch.where(pos, lo.unsqueeze(2) + g / a.abs(), torch.inf).amin(2)
-        lower = torch.where(neg, hi.unsqueeze(2) - g / a.abs(), -torch.inf).amax(2)
-        hi, lo = torch.minimum(hi, upper), torch.maximum(lo, lower)
-    emptied = (lo > hi).any(-1) | (rows & (_row_lower(a, c, lo, hi) > tol)).any(-1)
+        g = (-_row_lower(a, c, lo, hi)).clamp_min(0).unsqueeze(-1)          # (N, J, Q, 1)
+        lo, hi = _cut(lo, hi, a, g, pos, neg)
+    emptied = (lo > hi).any(-1) | (rows & (_row_lower(a, c, lo, hi) > 0)).any(-1)
     valid = cs.valid & ~emptied
-    slack = _margin(lo.dtype) * (hi0 - lo0)
-    lo = torch.maximum(lo - slack, lo0)
-    hi = torch.minimum(hi + slack, hi0)
     keep = valid.unsqueeze(-1)
     hull_lo = torch.where(keep, lo, torch.inf).amin(1)
     hull_hi = torch.where(keep, hi, -torch.inf).amax(1)

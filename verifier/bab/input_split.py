@@ -18,6 +18,7 @@ from torch import Tensor
 from ..config import AttackConfig
 from ..bounds.backward import crown_intermediate, crown_output
 from ..bounds.forward import forward_bounds
+from ..bounds.rounding import lower
 from ..spec import Cases, conjuncts_refuted
 from ..verdict import Result, Verdict
 from .clip import clip_boxes
@@ -56,7 +57,7 @@ def _bound(graph, p: Pending, method: str, deadline):
             pre = crown_intermediate(graph, cs.lo, cs.hi, fixed=pre, deadline=deadline)
         else:
             pre = crown_intermediate(graph, cs.lo, cs.hi, fixed=p.pre, deadline=deadline)
-        lb = crown_output(graph, cs.lo, cs.hi, cs.C, pre, record=record) + cs.d
+        lb = lower(crown_output(graph, cs.lo, cs.hi, cs.C, pre, record=record) + cs.d)  # + d rounds once more
     return lb, record[graph.input_name], pre
 
 

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from ..bounds.alpha import alpha_lower
 from ..bounds.backward import crown_intermediate, crown_output
+from ..bounds.rounding import lower, clean_bounds
 from ..spec import Cases, conjuncts_refuted
 from ..verdict import Result, Verdict
 from .domains import (AdaptiveBatch, Progress, cat_bounds, cat_cases, lower_bound_minimisers, memory_budget,
@@ -94,8 +95,9 @@ def _clamps(d: Domains) -> dict[str, tuple[Tensor, Tensor]]:
     for name, s in d.splits.items():
         lo = torch.where(s > 0, 0.0, -INF).to(d.cs.lo.dtype)
         hi = torch.where(s < 0, 0.0, INF).to(d.cs.lo.dtype)
-        if d.pre is not None:
-            lo, hi = torch.maximum(lo, d.pre[name][0]), torch.minimum(hi, d.pre[name][1])
+        if d.pre is not None:  # a NaN inherited bound is no bound (the decision still holds)
+            plo, phi = clean_bounds(*d.pre[name])
+            lo, hi = torch.maximum(lo, plo), torch.minimum(hi, phi)
         out[name] = (lo, hi)
     return out
 
@@ -125,7 +127,7 @@ def _bound(q, d: Domains, alpha_iters: int):
     warm: dict = {}
     with torch.no_grad():
         pre = _intermediate(q, d)
-        lb = crown_output(q.graph, cs.lo, cs.hi, cs.C, pre, record=record) + cs.d
+        lb = lower(crown_output(q.graph, cs.lo, cs.hi, cs.C, pre, record=record) + cs.d)  # + d rounds once more
     if alpha_iters > 0:
         from dataclasses import replace
 
@@ -149,12 +151,15 @@ def _branch(d: Domains, lb: Tensor, record: dict, pre: dict):
     best_layer = torch.full((N,), -1, dtype=torch.long, device=lb.device)
     best_idx = torch.zeros(N, dtype=torch.long, device=lb.device)
     names = list(d.splits)
+    big = torch.finfo(lb.dtype).max
     for li, name in enumerate(names):
-        lo, hi = pre[name][0].reshape(N, -1), pre[name][1].reshape(N, -1)
+        lo, hi = clean_bounds(pre[name][0].reshape(N, -1), pre[name][1].reshape(N, -1))
         a = record[name][torch.arange(N, device=lb.device), worst].reshape(N, -1)
         unstable = (lo < 0) & (hi > 0) & (d.splits[name].reshape(N, -1) == 0)
         intercept = torch.where(unstable, -lo * hi / (hi - lo).clamp(min=1e-30), 0.0)
-        score = torch.where(unstable, a.abs() * intercept + 1e-12, -1.0)
+        # a neuron with an unknown (infinite) bound is the one most worth splitting
+        intercept = torch.nan_to_num(intercept, nan=big, posinf=big)
+        score = torch.where(unstable, torch.nan_to_num(a.abs() * intercept, nan=big) + 1e-12, -1.0)
         s, i = score.max(-1)
         better = s > best_score
         best_score = torch.where(better, s, best_score)
@@ -183,18 +188,22 @@ def _children(d: Domains, pre: dict, names, layer: Tensor, idx: Tensor) -> Domai
                    _take_warm(d.warm, parent), fresh)
 
 
-def _affine_forms(q, leaf: Domains, pre: dict, value: str, C: Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """On a leaf (all relaxations exact) sum(C * value) is affine in x: returns (A (k, n), e (k,))."""
-    from ..bounds.backward import Relaxation, backward_lower
+def _affine_forms(q, leaf: Domains, pre: dict, value: str, C: Tensor, d: Tensor | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Linear lower bounds of sum(C * value) (+ d) on the leaf's domain: (A (k, n), e (k,)) with
+    sum(C * value(x)) + d >= A x + e there, the rounding of the back-substitution (and of + d)
+    already subtracted from e.  On a leaf all relaxations are exact, so these are the affine
+    forms themselves up to that rounding."""
+    from ..bounds.backward import Relaxation, backward_linear, magnitudes
 
-    zero = torch.zeros_like(leaf.cs.lo)
-    record: dict = {}
+    cs = leaf.cs
     with torch.no_grad():
-        e = backward_lower(q.graph, zero, zero, value, C, Relaxation(pre), record)
-    A = record.get(q.graph.input_name)
+        relax = Relaxation(pre, mags=magnitudes(q.graph, cs.lo, cs.hi, pre, upto=value))
+        A, const, err = backward_linear(q.graph, value, C, relax)
+        e = lower(const, err) if d is None else lower(lower(const, err) + d)
     k = C.shape[1]
-    A = np.zeros((k, zero[0].numel())) if A is None else A[0].reshape(k, -1).cpu().numpy()
-    return A, e[0].cpu().numpy()
+    A = np.zeros((k, cs.lo[0].numel())) if A is None else A[0].reshape(k, -1).cpu().double().numpy()
+    return A, e[0].cpu().double().numpy()
 
 
 def _settle_leaf(q, leaf: Domains, pre: dict):
@@ -210,15 +219,14 @@ def _settle_leaf(q, leaf: Domains, pre: dict):
         if j.numel() == 0:
             continue
         value = q.graph.by_name[name].inputs[0]
+        # rows -s_j p_j(x), which are <= 0 wherever the decisions hold
         C = torch.zeros((1, j.numel()) + tuple(sgn.shape[1:]), dtype=cs.lo.dtype, device=cs.lo.device)
-        C.reshape(1, j.numel(), -1)[0, torch.arange(j.numel()), j] = 1.0
+        C.reshape(1, j.numel(), -1)[0, torch.arange(j.numel()), j] = -flat[j].to(cs.lo.dtype)
         a, b = _affine_forms(q, leaf, pre, value, C)
-        s = flat[j].cpu().numpy().astype(np.float64)[:, None]
-        G_split.append(-s * a)
-        g_split.append(-s[:, 0] * b)
+        G_split.append(a)
+        g_split.append(b)
     rows_A, rows_e = _affine_forms(q, leaf, pre, q.graph.output_name,
-                                   cs.C.reshape((1, cs.C.shape[1]) + q.graph.output_shape))
-    rows_e = rows_e + cs.d[0].cpu().numpy()
+                                   cs.C.reshape((1, cs.C.shape[1]) + q.graph.output_shape), cs.d)
     lo, hi = cs.lo[0].reshape(-1).cpu().numpy(), cs.hi[0].reshape(-1).cpu().numpy()
     member, valid = cs.member[0].cpu().numpy(), cs.valid[0].cpu().numpy()
     for j in np.nonzero(valid)[0]:

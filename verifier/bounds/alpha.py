@@ -15,7 +15,8 @@ from ..ir import Graph
 from ..ops import RULES
 from .interval import interval_bounds
 from .backward import (CHUNK_ELEMS, Relaxation, activation_inputs, ancestors, backward_lower, bound_rows, bounds_of_value,
-                       crown_output, tighten, unstable_order)
+                       crown_output, magnitudes, tighten, unstable_order)
+from .rounding import lower
 
 
 class Adam:
@@ -55,11 +56,13 @@ def alpha_lower(graph: Graph, lo: Tensor, hi: Tensor, C: Tensor, d: Tensor,
     (a parent domain's, (B, q, *shape) each; any value is sound: slopes are clamped to their
     range and betas to >= 0).  keep: receives the last slopes and betas in the same form."""
     q = C.shape[1]
+    with torch.no_grad():  # the magnitudes for the rounding error depend on pre only: once for all iterations
+        mags = magnitudes(graph, lo, hi, pre, upto=start)
     if start is None:
-        bound = lambda *a, **k: crown_output(graph, lo, hi, C, *a, **k)
+        bound = lambda *a, **k: crown_output(graph, lo, hi, C, *a, mags=mags, **k)
     else:
         bound = lambda p, slopes=None, signs=None, betas=None: backward_lower(
-            graph, lo, hi, start, C, Relaxation(p, slopes, signs, betas))
+            graph, lo, hi, start, C, Relaxation(p, slopes, signs, betas, mags))
     params: dict[str, Tensor] = {}
     ranges: dict[str, tuple[Tensor, Tensor]] = {}
     for node in graph.nodes:
@@ -88,10 +91,10 @@ def alpha_lower(graph: Graph, lo: Tensor, hi: Tensor, C: Tensor, d: Tensor,
     clamp = lambda: ({k: torch.minimum(torch.maximum(v, ranges[k][0]), ranges[k][1]) for k, v in params.items()},
                      {k: v.clamp(min=0) for k, v in betas.items()})
     with torch.no_grad():
-        best = bound(pre) + d
+        best = lower(bound(pre) + d)  # + d rounds once more
         if warm is not None and (params or betas):
             sl, bt = clamp()
-            best = torch.maximum(best, bound(pre, sl, signs=signs, betas=bt or None) + d)
+            best = torch.maximum(best, lower(bound(pre, sl, signs=signs, betas=bt or None) + d))
     if keep is not None:
         keep["slopes"], keep["betas"] = {k: v.detach() for k, v in params.items()}, {k: v.detach() for k, v in betas.items()}
     if not params and not betas:
@@ -102,7 +105,7 @@ def alpha_lower(graph: Graph, lo: Tensor, hi: Tensor, C: Tensor, d: Tensor,
             break
         with torch.enable_grad():
             slopes, bt = clamp()
-            lb = bound(pre, slopes, signs=signs, betas=bt or None) + d
+            lb = lower(bound(pre, slopes, signs=signs, betas=bt or None) + d)
             if not lb.requires_grad:  # no parameter reaches these rows
                 break
             (-lb.sum()).backward()

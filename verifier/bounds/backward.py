@@ -1,13 +1,20 @@
 """Back-substitution of linear bounds (CROWN / DeepPoly) through the IR as a DAG.
 
 A linear objective sum(C * v) on a value v is pushed backwards node by node: affine nodes
-transpose their map exactly, activations replace themselves by a relaxation plane (the lower
-plane where the coefficient is positive, the upper one where it is negative), and at the input
-the remaining linear function is minimised over the box in closed form.
+transpose their map, activations replace themselves by a relaxation plane (the lower plane
+where the coefficient is positive, the upper one where it is negative), and at the input the
+remaining linear function is minimised over the box in closed form.
+
+Next to the constant, the pass carries an error bound err >= 0 of everything float arithmetic
+got wrong on the way (bounds/rounding.py): the transposed map's sums, the products with the
+planes and the constant's sums each round, by at most gamma(n) times the magnitudes involved,
+and a coefficient off by delta costs at most |delta| * |v| in the objective.  |v| is bounded
+elementwise by interval bounds of every value (`magnitudes`).  The bound returned is
+const - err, rounded down.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Mapping
 
 import torch
@@ -16,6 +23,8 @@ from torch import Tensor
 from ..ir import Graph, Node
 from ..ops import RULES
 from .interval import Bounds, interval_bounds
+from .rounding import (accumulate, clean_bounds, coef, floor, lower, magnitude, model_coef, model_floor,
+                       model_planes)
 
 
 @dataclass(frozen=True)
@@ -27,12 +36,34 @@ class Relaxation:
     input >= 0) with their multipliers (betas[name]: (B, q, *shape), >= 0).  On a domain where
     every decision holds, s * input >= 0, so f >= f - beta * s * input for any beta >= 0: adding
     that term to the objective keeps the bound sound and lets the optimiser make the decisions
-    bite on the earlier layers too (beta-CROWN)."""
+    bite on the earlier layers too (beta-CROWN).  mags[value]: (B, *shape) bounds of |value|
+    over the domain, for the rounding error; computed from interval bounds when None."""
 
     pre: Mapping[str, tuple[Tensor, Tensor]]
     slopes: Mapping[str, Tensor] | None = None
     signs: Mapping[str, Tensor] | None = None
     betas: Mapping[str, Tensor] | None = None
+    mags: Mapping[str, Tensor] | None = None
+
+
+def mags_of(bounds: Bounds) -> dict[str, Tensor]:
+    """max(|lo|, |hi|) of every value's interval (+inf where unknown)."""
+    return {k: magnitude(l, h) for k, (l, h) in bounds.items()}
+
+
+def magnitudes(graph: Graph, lo: Tensor, hi: Tensor, pre: Mapping[str, tuple[Tensor, Tensor]],
+               upto: str | None = None) -> dict[str, Tensor]:
+    """Bounds of |value| over the domain for every value up to `upto`: interval bounds through
+    the activation input bounds pre (which hold on the domain, split decisions included)."""
+    known = {graph.by_name[a].inputs[0]: b for a, b in pre.items() if a in graph.by_name}
+    return mags_of(interval_bounds(graph, lo, hi, known or None, upto=upto))
+
+
+def with_mags(graph: Graph, lo: Tensor, hi: Tensor, relax: Relaxation, start: str) -> Relaxation:
+    """relax with its magnitudes filled in (computed once, for every pass that shares them)."""
+    if relax.mags is not None:
+        return relax
+    return replace(relax, mags=magnitudes(graph, lo, hi, relax.pre, upto=start))
 
 
 def ancestors(graph: Graph, start: str) -> list[Node]:
@@ -45,54 +76,178 @@ def ancestors(graph: Graph, start: str) -> list[Node]:
     return out  # reverse topological order, start first
 
 
-def backward_lower(graph: Graph, lo: Tensor, hi: Tensor, start: str, C: Tensor,
-                   relax: Relaxation, record: dict | None = None) -> Tensor:
-    """Lower bounds of sum(C[b, j] * v[b]) over inputs in [lo, hi], v = value `start`.
+def _row_sum(t: Tensor) -> Tensor:
+    """(B, q, *shape) -> (B, q)."""
+    return t.flatten(2).sum(-1)
 
-    lo, hi: (B, *input_shape); C: (B, q, *shape_of(start)).  Returns (B, q).
+
+def _batch_sum(t: Tensor) -> Tensor:
+    """(B, *shape) -> (B, 1)."""
+    return t.reshape(t.shape[0], -1).sum(-1, keepdim=True)
+
+
+def _add_coefficients(A: dict[str, Tensor], name: str, g: Tensor, err: Tensor, mags) -> Tensor:
+    """A[name] += g; where two paths meet, the addition rounds (u |sum| per element, times |v|)."""
+    if name not in A:
+        A[name] = g
+        return err
+    A[name] = A[name] + g
+    with torch.no_grad():
+        m = mags[name].unsqueeze(1)
+        e = coef(1, _numel(g) + 2, g.dtype) * _row_sum(A[name].detach().abs() * m)
+        e = e + floor(g.dtype, 1, _batch_sum(mags[name]))
+    return accumulate(err, e)
+
+
+def _numel(t: Tensor) -> int:
+    """Elements per row of a (B, q, *shape) tensor."""
+    n = 1
+    for d in t.shape[2:]:
+        n *= d
+    return n
+
+
+def _linear_step(graph: Graph, node: Node, rule, a: Tensor, A: dict, const: Tensor, err: Tensor,
+                 mags) -> tuple[Tensor, Tensor]:
+    """Push a (B, q, *out) through an affine node.  The transposed map's sums round by at most
+    gamma(n) sum_j |a_j| |L_ji| per input element i, which times |v_i| <= m_i sums to
+    gamma(n) sum_j |a_j| (|L| m)_j; flushed subnormals add 2 tiny (|a|_1 |m|_1 + ||L| m|_1 + 2n |m|_1).
+    The function bounded may miss the IR's exact map by the model error (rounding.model_coef)
+    of its term magnitudes |L| m + |bias terms|, which costs that times |a|."""
+    B = a.shape[0]
+    in_shapes = [graph.shape_of(i) for i in node.inputs]
+    n = rule.sum_terms(node, in_shapes)
+    b = rule.bias(node, a, in_shapes)
+    ab = None
+    if b is not None:
+        ab = (a * b).flatten(2)
+        new_const = const + ab.sum(-1)
+    with torch.no_grad():
+        a_abs = a.detach().abs()
+        a1 = _row_sum(a_abs)
+        m_in = [mags[i] for i in node.inputs]
+        Lm = rule.apply_abs(node, *m_in)
+        m1 = sum(_batch_sum(m) for m in m_in)
+        mc = model_coef(graph.float_model, n, n + node.size + 2, a.dtype)   # the function's own error
+        e = (coef(n, n + node.size + 2, a.dtype) + mc) * _row_sum(a_abs * Lm.unsqueeze(1))
+        e = e + floor(a.dtype, 1, _batch_sum(Lm), (2 * n + 1 + a1) * m1) + model_floor(graph.float_model, n) * a1
+        bm = rule.bias_magnitude(node, a, in_shapes)
+        if bm is not None:
+            e = e + mc * _row_sum(a_abs * bm.unsqueeze(0).unsqueeze(0))
+        if ab is not None:  # the bias sum, added to the constant: node.size + 1 terms
+            e = e + coef(node.size + 1, node.size + 3, a.dtype) * (const.detach().abs() + ab.detach().abs().sum(-1))
+            e = e + floor(a.dtype, 2 * node.size + 2, a1, _row_sum(b.abs().reshape((1, 1) + b.shape)))
+        err = accumulate(err, e)
+    if ab is not None:
+        const = new_const
+    flat = a.reshape((a.shape[0] * a.shape[1],) + node.shape)
+    for name, s, g in zip(node.inputs, in_shapes, rule.apply_t(node, flat, in_shapes)):
+        err = _add_coefficients(A, name, g.reshape(a.shape[:2] + tuple(s)), err, mags)
+    return const, err
+
+
+def _planes(node: Node, rule, a: Tensor, relax: Relaxation, graph_model: torch.dtype | None = None
+            ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(w, c, wmax, cabs): the chosen plane per coefficient (upper where a < 0), and per batch
+    element the largest |slope| (B, 1) and the sum over the neurons of the largest |intercept|."""
+    plo, phi = relax.pre[node.name]
+    lw, lb, uw, ub = rule.relax(node, plo, phi)
+    lw, lb, uw, ub = (t.unsqueeze(1) for t in (lw, lb, uw, ub))
+    if relax.slopes is not None and node.name in relax.slopes:
+        lw, lb = rule.lower_with_slope(node, plo.unsqueeze(1), phi.unsqueeze(1), relax.slopes[node.name])
+    lw, lb, uw, ub = model_planes(graph_model, rule, node, (lw, lb, uw, ub))
+    up = a < 0  # a negative coefficient takes the upper plane, a positive one the lower
+    with torch.no_grad():
+        B = a.shape[0]
+        wmax = torch.maximum(lw.detach().abs().reshape(B, -1).amax(-1), uw.detach().abs().reshape(B, -1).amax(-1))
+        cabs = torch.maximum(lb.detach().abs(), ub.detach().abs()).reshape(B, -1).sum(-1)
+    return torch.where(up, uw, lw), torch.where(up, ub, lb), wmax.unsqueeze(1), cabs.unsqueeze(1)
+
+
+def _activation_step(node: Node, rule, a: Tensor, A: dict, const: Tensor, err: Tensor,
+                     relax: Relaxation, float_model: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
+    """Replace the activation by its planes.  The intercept sum rounds like any sum of n terms;
+    each coefficient a_i w_i (- beta_i s_i) rounds by at most gamma(2) of |a w| + |beta| (plus
+    tiny (|a| + |w| + 2) for subnormals), which costs that times m_i in the objective."""
+    n = node.size
+    w, c, wmax, cabs = _planes(node, rule, a, relax, float_model)
+    ac = a * c
+    new_const = const + _row_sum(ac)
+    g = a * w
+    beta = None
+    if relax.betas is not None and node.name in relax.betas:
+        beta = relax.betas[node.name]
+        g = g - beta * relax.signs[node.name].unsqueeze(1).to(g.dtype)
+    with torch.no_grad():
+        dt = a.dtype
+        m = relax.mags[node.inputs[0]]
+        a1 = _row_sum(a.detach().abs())
+        e = coef(n + 1, n + 3, dt) * (const.detach().abs() + _row_sum(ac.detach().abs()))
+        e = e + floor(dt, 2 * n + 2, a1, cabs)
+        size = g.detach().abs() if beta is None else g.detach().abs() + beta.detach().abs()
+        e = e + coef(3, n + 3, dt) * _row_sum(size * m.unsqueeze(1))
+        mmax = m.reshape(m.shape[0], -1).amax(-1, keepdim=True)
+        e = e + floor(dt, 1, a1 * mmax, (wmax + 2) * _batch_sum(m))
+        err = accumulate(err, e)
+    return new_const, _add_coefficients(A, node.inputs[0], g, err, relax.mags)
+
+
+def backward_linear(graph: Graph, start: str, C: Tensor, relax: Relaxation,
+                    record: dict | None = None) -> tuple[Tensor | None, Tensor, Tensor]:
+    """The linear lower bound of sum(C[b, j] * v[b]), v = value `start`, over the domain:
+    (A_in (B, q, *input_shape) or None when the input is not reached, const (B, q), err (B, q))
+    with sum(C * v(x)) >= sum(A_in * x) + const - err for every x in the domain, rounding
+    included.  relax.mags must bound every value upstream of start (see with_mags).
     record: if given, receives the coefficients reaching every activation's output
-    (record[act_name]: (B, q, *shape)) and the input (record[graph.input_name]).
-    """
+    (record[act_name]: (B, q, *shape))."""
     B, q = C.shape[:2]
     A: dict[str, Tensor] = {start: C}
     const = C.new_zeros(B, q)
+    err = C.new_zeros(B, q)
     for node in ancestors(graph, start):
         a = A.pop(node.name, None)
         if a is None:
             continue
         rule = RULES[node.op]
-        in_shapes = [graph.shape_of(i) for i in node.inputs]
         if rule.linear:
-            b = rule.bias(node, a, in_shapes)
-            if b is not None:
-                const = const + (a * b).flatten(2).sum(-1)
-            flat = a.reshape((B * q,) + node.shape)
-            for name, s, g in zip(node.inputs, in_shapes, rule.apply_t(node, flat, in_shapes)):
-                g = g.reshape((B, q) + tuple(s))
-                A[name] = A[name] + g if name in A else g
+            const, err = _linear_step(graph, node, rule, a, A, const, err, relax.mags)
         else:
             if record is not None:
                 record[node.name] = a
-            plo, phi = relax.pre[node.name]
-            lw, lb, uw, ub = rule.relax(node, plo, phi)
-            lw, lb, uw, ub = (t.unsqueeze(1) for t in (lw, lb, uw, ub))
-            if relax.slopes is not None and node.name in relax.slopes:
-                lw, lb = rule.lower_with_slope(node, plo.unsqueeze(1), phi.unsqueeze(1), relax.slopes[node.name])
-            up = a < 0  # a negative coefficient takes the upper plane, a positive one the lower
-            const = const + (a * torch.where(up, ub, lb)).flatten(2).sum(-1)
-            g = a * torch.where(up, uw, lw)
-            if relax.betas is not None and node.name in relax.betas:
-                g = g - relax.betas[node.name] * relax.signs[node.name].unsqueeze(1).to(g.dtype)
-            name = node.inputs[0]
-            A[name] = A[name] + g if name in A else g
-    a = A.pop(graph.input_name, None)
+            const, err = _activation_step(node, rule, a, A, const, err, relax, graph.float_model)
+    return A.pop(graph.input_name, None), const, err
+
+
+def concretise_lower(a: Tensor | None, const: Tensor, err: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
+    """Rigorous min over the box [lo, hi] of sum(a * x) + const - err: (B, q).  The sum of the
+    n_in products and the constant rounds by gamma(n_in + 1) of their magnitudes."""
     if a is None:
-        return const
-    if record is not None:
-        record[graph.input_name] = a
-    pos, neg = a.clamp(min=0), a.clamp(max=0)
+        return lower(const, err)
     x_lo, x_hi = lo.unsqueeze(1), hi.unsqueeze(1)
-    return const + (pos * x_lo + neg * x_hi).flatten(2).sum(-1)
+    t = a.clamp(min=0) * x_lo + a.clamp(max=0) * x_hi
+    value = const + _row_sum(t)
+    with torch.no_grad():
+        n = _numel(a)
+        e = coef(n + 1, n + 3, a.dtype) * (const.detach().abs() + _row_sum(t.detach().abs()))
+        e = e + floor(a.dtype, 2 * n + 2, _row_sum(a.detach().abs()), _batch_sum(magnitude(lo, hi)))
+        err = accumulate(err, e)
+    return lower(value, err)
+
+
+def backward_lower(graph: Graph, lo: Tensor, hi: Tensor, start: str, C: Tensor,
+                   relax: Relaxation, record: dict | None = None) -> Tensor:
+    """Rigorous lower bounds of sum(C[b, j] * v[b]) over inputs in [lo, hi], v = value `start`
+    (never NaN: a bound that cannot be established is -inf).
+
+    lo, hi: (B, *input_shape); C: (B, q, *shape_of(start)).  Returns (B, q).
+    record: if given, receives the coefficients reaching every activation's output
+    (record[act_name]: (B, q, *shape)) and the input (record[graph.input_name]).
+    """
+    relax = with_mags(graph, lo, hi, relax, start)
+    a, const, err = backward_linear(graph, start, C, relax, record)
+    if record is not None and a is not None:
+        record[graph.input_name] = a
+    return concretise_lower(a, const, err, lo, hi)
 
 
 CHUNK_ELEMS = 40_000_000  # elements of the coefficient tensors back-substituted at once (memory)
@@ -108,12 +263,13 @@ def bounds_of_value(graph: Graph, lo: Tensor, hi: Tensor, value: str, prior: tup
     """CROWN bounds of the elements of `value` whose prior interval straddles 0; the others keep
     their prior bounds.  Each domain b gets objective rows only for its own unstable elements
     (padded to the batch's largest count U), so small, mostly stable domains cost little."""
-    plo, phi = prior
+    plo, phi = clean_bounds(*prior)
     B = plo.shape[0]
     order, live = unstable_order(plo, phi)
     U = order.shape[1]
     if U == 0:
         return plo, phi
+    relax = with_mags(graph, lo, hi, relax, value)
     per_row = max(1, graph.input_size + max(nd.size for nd in graph.nodes))
     chunk = max(1, budget_elems // (2 * B * per_row))
     new_lo, new_hi = plo.reshape(B, -1).clone(), phi.reshape(B, -1).clone()
@@ -128,7 +284,9 @@ def bounds_of_value(graph: Graph, lo: Tensor, hi: Tensor, value: str, prior: tup
 
 def unstable_order(plo: Tensor, phi: Tensor) -> tuple[Tensor, Tensor]:
     """Per domain, the flat indices of the elements whose interval straddles 0, first, padded to
-    the batch's largest count U: (order (B, U), live (B, U) bool, False on padding)."""
+    the batch's largest count U: (order (B, U), live (B, U) bool, False on padding).  A NaN
+    bound counts as unknown, so its element as unstable."""
+    plo, phi = clean_bounds(plo, phi)
     B = plo.shape[0]
     mask = (plo.reshape(B, -1) < 0) & (phi.reshape(B, -1) > 0)
     U = int(mask.sum(1).max()) if B else 0
@@ -172,8 +330,8 @@ def crown_intermediate(graph: Graph, lo: Tensor, hi: Tensor, ibp: Bounds | None 
     checked between back-substitution chunks (raises OutOfTime).
     """
     acts = activation_inputs(graph)
-    pre: dict[str, tuple[Tensor, Tensor]] = {a.name: fixed[a.name] for a in acts[:first]}
-    known: dict[str, tuple[Tensor, Tensor]] = {a.inputs[0]: fixed[a.name] for a in acts[:first]}
+    pre: dict[str, tuple[Tensor, Tensor]] = {a.name: clean_bounds(*fixed[a.name]) for a in acts[:first]}
+    known: dict[str, tuple[Tensor, Tensor]] = {a.inputs[0]: pre[a.name] for a in acts[:first]}
     if ibp is None:
         ibp = interval_bounds(graph, lo, hi, known or None)
     last = None
@@ -182,10 +340,12 @@ def crown_intermediate(graph: Graph, lo: Tensor, hi: Tensor, ibp: Bounds | None 
             ibp = interval_bounds(graph, lo, hi, known, reuse=ibp, changed=frozenset([last]), upto=act.inputs[0])
         prior = ibp[act.inputs[0]]
         if fixed is not None and act.name in fixed:
-            prior = (torch.maximum(prior[0], fixed[act.name][0]), torch.minimum(prior[1], fixed[act.name][1]))
-        plo, phi = bounds_of_value(graph, lo, hi, act.inputs[0], prior, Relaxation(pre), budget_elems, deadline)
+            flo, fhi = clean_bounds(*fixed[act.name])
+            prior = (torch.maximum(prior[0], flo), torch.minimum(prior[1], fhi))
+        plo, phi = bounds_of_value(graph, lo, hi, act.inputs[0], prior, Relaxation(pre, mags=mags_of(ibp)),
+                                   budget_elems, deadline)
         if fixed is not None and act.name in fixed:
-            plo, phi = torch.maximum(plo, fixed[act.name][0]), torch.minimum(phi, fixed[act.name][1])
+            plo, phi = torch.maximum(plo, flo), torch.minimum(phi, fhi)
         pre[act.name] = (plo, phi)
         known[act.inputs[0]] = (plo, phi)
         last = act.inputs[0]
@@ -194,8 +354,10 @@ def crown_intermediate(graph: Graph, lo: Tensor, hi: Tensor, ibp: Bounds | None 
 
 def crown_output(graph: Graph, lo: Tensor, hi: Tensor, C: Tensor, pre: Mapping[str, tuple[Tensor, Tensor]],
                  slopes: Mapping[str, Tensor] | None = None, record: dict | None = None,
-                 signs: Mapping[str, Tensor] | None = None, betas: Mapping[str, Tensor] | None = None) -> Tensor:
-    """Lower bounds of C @ y (C: (B, q, n_out)) given activation input bounds pre.  (B, q)."""
+                 signs: Mapping[str, Tensor] | None = None, betas: Mapping[str, Tensor] | None = None,
+                 mags: Mapping[str, Tensor] | None = None) -> Tensor:
+    """Rigorous lower bounds of C @ y (C: (B, q, n_out)) given activation input bounds pre.
+    (B, q).  mags: see Relaxation (pass them when bounding the same domains repeatedly)."""
     B, q = C.shape[:2]
     C = C.reshape((B, q) + graph.output_shape)
-    return backward_lower(graph, lo, hi, graph.output_name, C, Relaxation(pre, slopes, signs, betas), record)
+    return backward_lower(graph, lo, hi, graph.output_name, C, Relaxation(pre, slopes, signs, betas, mags), record)

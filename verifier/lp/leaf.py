@@ -9,7 +9,10 @@ for all its rows k and s_j p_j(x) >= 0 for all decisions j, i.e. iff
 
 HiGHS solves this LP.  We never trust its objective: from its dual multipliers w >= 0 (scaled to
 sum to 1) we rebuild min over the box of sum_i w_i g_i(x), a lower bound of t* whatever w is,
-in closed form.  The primal minimiser is only a counterexample candidate for onnxruntime.
+in closed form, with every float operation of the rebuild bounded (bounds/rounding.py): its
+sign is t*'s whenever it is positive.  The rows given must be rigorous lower bounds of the
+g_i on the leaf (their own rounding already subtracted).  The primal minimiser is only a
+counterexample candidate for onnxruntime.
 """
 from __future__ import annotations
 
@@ -18,14 +21,38 @@ import sys
 import threading
 
 import numpy as np
+import torch
+
+from ..bounds.rounding import coef, floor
+
+F64 = torch.float64
 
 
-def _box_min(coef: np.ndarray, const: float, lo: np.ndarray, hi: np.ndarray) -> float:
-    """min over the box of coef.x + const, minus the worst rounding of the float64 sum
-    (n ulps of the sum of magnitudes)."""
-    terms = np.where(coef > 0, coef * lo, coef * hi)
-    slack = (terms.size + 2) * np.finfo(np.float64).eps * (np.abs(terms).sum() + abs(const))
-    return float(terms.sum() + const - slack)
+def _down(x: float) -> float:
+    """A float below every real number that x can be the float64 rounding of (one step covers a
+    rounding to nearest; 2 tiny a flushed subnormal)."""
+    return float(np.nextafter(x, -np.inf)) - 2 * np.finfo(np.float64).tiny
+
+
+def certified_bound(w: np.ndarray, G: np.ndarray, g: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> float:
+    """A rigorous lower bound of min over the box of sum_i w_i (G_i x + g_i), w >= 0 (m,).
+
+    v = w @ G is computed with |v - exact| <= gamma(m) w @ |G| per element, which costs at most
+    sum_j that * max(|lo_j|, |hi_j|) over the box; w @ g rounds by gamma(m) w @ |g|; the box
+    minimum of v . x + k (n products and a sum) by gamma(n + 2) of its magnitudes.  Subnormals
+    add 2 tiny per operation and operand.  -inf when anything is not finite."""
+    m, n = G.shape
+    v, k = w @ G, float(w @ g)
+    mx = np.maximum(np.abs(lo), np.abs(hi))
+    terms = np.where(v > 0, v * lo, v * hi)
+    err = coef(m, m + n + 3, F64) * float((w @ np.abs(G)) @ mx)
+    err += coef(m, m + 2, F64) * float(w @ np.abs(g))
+    err += coef(n + 2, n + 3, F64) * (float(np.abs(terms).sum()) + abs(k))
+    operands = float(w.sum() + np.abs(G).sum() + np.abs(g).sum() + np.abs(v).sum()) + 4 * (m + n + 2)
+    err += floor(F64, 1, operands * (float(mx.sum()) + 1))
+    value = float(terms.sum()) + k
+    bound = _down(_down(value) - err * (1 + 8 * np.finfo(np.float64).eps))
+    return bound if np.isfinite(bound) else -np.inf
 
 
 _local = threading.local()
@@ -58,9 +85,14 @@ def _solver():
 def leaf_bound(G: np.ndarray, g: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[float, np.ndarray | None]:
     """Certified lower bound of min over the box of max_i (G_i x + g_i), and the LP minimiser.
 
-    G: (m, n), g: (m,), lo/hi: (n,).  Returns (bound, x or None when HiGHS failed).
+    G: (m, n), g: (m,), lo/hi: (n,).  Returns (bound, x or None when HiGHS failed); bound > 0
+    proves t* > 0.
     """
     import highspy
+
+    G, g, lo, hi = (np.asarray(t, dtype=np.float64) for t in (G, g, lo, hi))
+    if not (np.isfinite(G).all() and np.isfinite(g).all()):
+        return -np.inf, None
 
     m, n = G.shape
     h = _solver()
@@ -88,5 +120,5 @@ def leaf_bound(G: np.ndarray, g: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> 
     x = np.asarray(sol.col_value)[:n]
     if w.sum() <= 0:
         return -np.inf, x
-    w = w / w.sum()
-    return _box_min(w @ G, float(w @ g), lo, hi), x
+    w = w / w.sum()  # any w >= 0 certifies: the bound is sum(w) t* or less, sum(w) ~ 1
+    return certified_bound(w, G, g, lo, hi), x

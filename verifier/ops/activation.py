@@ -1,16 +1,29 @@
-"""Elementwise nonlinearities: ReLU, Sigmoid, Tanh, with sound intervals and linear planes."""
+"""Elementwise nonlinearities: ReLU, Sigmoid, Tanh, with sound intervals and linear planes.
+
+Every plane holds for the real function at the floats it is given, rounding included; NaN
+input bounds count as unknown (-inf / +inf), never as a stable neuron."""
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
 
+from ..bounds.rounding import MODEL_FUNCTION_ERROR, clean_bounds, lower, tiny, unit, upper
 from ..ir import Node
 from .registry import ActivationRule, converts, rule
 
+# Assumed error of torch's sigmoid and tanh, in units of u, relative to the result, plus tiny
+# absolute (flushed subnormals).  Measured against mpmath at 8000 points from 1e-40 to 800 in
+# magnitude: at most 2.05 u (sigmoid) and 1.09 u (tanh) in float64, 1.9 u and 0.95 u in
+# float32 (tests/test_rounding.py checks this); CUDA documents <= 2 ulp (4 u) for expf and tanhf.
+F_ERR_U = 8
 
-def _ulp_margin(v: Tensor) -> Tensor:
-    """A few ulps of v's dtype: covers the rounding of evaluating exp/tanh (<= 1-2 ulps)."""
-    return 4 * torch.finfo(v.dtype).eps * (1 + v.abs())
+
+def _f_err(v: Tensor) -> Tensor:
+    """An upper bound of |f(x) - v| for v = fl(f(x)): F_ERR_U u |f| + tiny, with |f| <= |v| (1 + 9u)
+    and room for the rounding of this expression."""
+    return (F_ERR_U + 2) * unit(v.dtype) * v.abs() + 2 * tiny(v.dtype)
 
 
 @rule("Relu")
@@ -21,29 +34,47 @@ class ReluRule(ActivationRule):
         return torch.relu(x)
 
     def interval(self, node, lo, hi):
+        lo, hi = clean_bounds(lo, hi)
         return torch.relu(lo), torch.relu(hi)
 
     def _upper(self, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
+        """The chord through (lo, 0) and (hi, hi) on unstable neurons, made valid for the real
+        function: with the float slope uw in [0, 1] that we use, uw x + ub >= relu(x) on [lo, hi]
+        iff ub >= uw |lo| and ub >= hi (1 - uw) (the two ends; relu is convex), so ub is the
+        larger of the two rounded up.  Those products lose at most (1 + u)^2 and tiny (a
+        subnormal operand read as 0); (max + tiny) (1 + 8u) rounds to at least (max + tiny)(1 + 5u).
+        An infinite end keeps a valid plane: lo = -inf gives slope 0 and ub = hi, hi = +inf
+        slope 1 and ub = -lo (+inf if both).  lo, hi: through clean_bounds."""
+        one, zero = torch.ones_like(hi), torch.zeros_like(hi)
         unstable = (lo < 0) & (hi > 0)
-        denom = torch.where(unstable, hi - lo, torch.ones_like(hi))
-        uw = torch.where(unstable, hi / denom, (lo >= 0).to(hi.dtype))
-        # the chord through (lo, 0) and (hi, hi); taking the larger of the two intercepts keeps
-        # it above both ends when hi / (hi - lo) rounds down or underflows (subnormal hi: uw = 0)
-        ub = torch.where(unstable, torch.maximum(-lo * uw, hi - hi * uw), torch.zeros_like(hi))
-        return uw, ub
+        width = torch.where(unstable, hi - lo, one)
+        uw = torch.where(unstable, torch.where(hi == math.inf, one, hi / width), (lo >= 0).to(hi.dtype))
+        uw = torch.where(uw < tiny(hi.dtype), zero, uw)  # a subnormal slope would be read as 0 later
+        at_lo = torch.where(uw > 0, uw * -lo, zero)
+        at_hi = torch.where(uw < 1, hi * (1 - uw), zero)
+        ub = (torch.maximum(at_lo, at_hi) + tiny(hi.dtype)) * (1 + 8 * unit(hi.dtype))
+        return uw, torch.where(unstable, ub, zero)
 
     def relax(self, node, lo, hi):
+        lo, hi = clean_bounds(lo, hi)
         uw, ub = self._upper(lo, hi)
         default = (hi > -lo).to(lo.dtype)  # adaptive: slope 1 when the positive side dominates
-        lw, lb = self.lower_with_slope(node, lo, hi, default)
-        return lw, lb, uw, ub
+        lw = self._lower(lo, hi, default)
+        return lw, torch.zeros_like(lw), uw, ub
 
     def lower_slope_range(self, node, lo, hi):
         return torch.zeros_like(lo), torch.ones_like(lo)
 
+    def model_error(self, node, dtype):
+        return 0.0      # max(x, 0) is exact in every float type
+
     def lower_with_slope(self, node, lo, hi, slope):
-        lw = torch.where(lo >= 0, torch.ones_like(slope), torch.where(hi <= 0, torch.zeros_like(slope), slope))
+        """relu(x) >= s x for any s in [0, 1] exactly (no rounding: the intercept is 0)."""
+        lw = self._lower(*clean_bounds(lo, hi), slope)
         return lw, torch.zeros_like(lw)
+
+    def _lower(self, lo: Tensor, hi: Tensor, slope: Tensor) -> Tensor:
+        return torch.where(lo >= 0, torch.ones_like(slope), torch.where(hi <= 0, torch.zeros_like(slope), slope))
 
 
 class _SShaped(ActivationRule):
@@ -53,28 +84,51 @@ class _SShaped(ActivationRule):
         raise NotImplementedError
 
     def df(self, x: Tensor) -> Tensor:
+        """The derivative, with a relative error of at most 2 F_ERR_U + 1 u (a product of two
+        sigmoids: 1 - tanh^2 would lose all relative accuracy in the tails)."""
         raise NotImplementedError
 
     def evaluate(self, node: Node, x: Tensor) -> Tensor:
         return self.f(x)
 
+    def model_error(self, node, dtype):
+        """onnxruntime's approximation of f, absolute (bounds/rounding.py: MODEL_FUNCTION_ERROR)."""
+        return MODEL_FUNCTION_ERROR.get(dtype, float("inf"))
+
     def interval(self, node, lo, hi):
+        lo, hi = clean_bounds(lo, hi)
         flo, fhi = self.f(lo), self.f(hi)
-        return flo - _ulp_margin(flo), fhi + _ulp_margin(fhi)
+        return lower(flo, _f_err(flo)), upper(fhi, _f_err(fhi))
 
     def relax(self, node, lo, hi):
+        """Planes from _planes on finite intervals; with an infinite end, the flat planes
+        f(lo) <= f <= f(hi) (f is increasing)."""
+        lo, hi = clean_bounds(lo, hi)
+        finite = torch.isfinite(lo) & torch.isfinite(hi)
+        zero = torch.zeros_like(lo)
+        lw, lb, uw, ub = self._planes(torch.where(finite, lo, zero), torch.where(finite, hi, zero))
+        flo, fhi = self.f(lo), self.f(hi)
+        return (torch.where(finite, lw, zero), torch.where(finite, lb, lower(flo, _f_err(flo))),
+                torch.where(finite, uw, zero), torch.where(finite, ub, upper(fhi, _f_err(fhi))))
+
+    def _planes(self, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Convex part (hi <= 0): chord above, tangent at the midpoint below; concave part
         (lo >= 0) the mirror image; across 0 a parallelogram whose slope is the smallest
         derivative on [lo, hi] (at an endpoint), so f - k x is monotone and its extremes sit at
-        the endpoints."""
+        the endpoints.  Each plane touches f (or a chord of it) in exact arithmetic; in floats
+        it can miss by the error of f (F_ERR_U u |f| at lo, hi, mid), the chord slope's three
+        roundings (3u |f(hi) - f(lo)|), a slope error of (2 F_ERR_U + 1) u |k| over at most
+        |lo| + |hi|, and the intercept's two roundings: 32u of the scale below (64u with room
+        for the subtraction of the slack), plus 8 tiny for subnormals read as 0."""
         flo, fhi = self.f(lo), self.f(hi)
         width = hi - lo
         wide = width > 1e-6 * (1 + lo.abs() + hi.abs())
         chord_k = torch.where(wide, (fhi - flo) / torch.where(wide, width, torch.ones_like(width)), self.df(lo))
         chord_b = flo - chord_k * lo
         mid = (lo + hi) / 2
+        fmid = self.f(mid)
         tan_k = self.df(mid)
-        tan_b = self.f(mid) - tan_k * mid
+        tan_b = fmid - tan_k * mid
         par_k = torch.minimum(self.df(lo), self.df(hi))
         par_lb = flo - par_k * lo
         par_ub = fhi - par_k * hi
@@ -84,9 +138,8 @@ class _SShaped(ActivationRule):
         lb = torch.where(convex, tan_b, torch.where(concave, chord_b, par_lb))
         uw = torch.where(convex, chord_k, torch.where(concave, tan_k, par_k))
         ub = torch.where(convex, chord_b, torch.where(concave, tan_b, par_ub))
-        # rounding of f, of the slopes and of k*x: widen the planes by a few ulps of their scale
-        scale = flo.abs() + fhi.abs() + (lw.abs() + uw.abs()) * (lo.abs() + hi.abs())
-        slack = 8 * torch.finfo(lo.dtype).eps * (1 + scale)
+        scale = flo.abs() + fhi.abs() + fmid.abs() + (lw.abs() + uw.abs()) * (lo.abs() + hi.abs())
+        slack = 64 * unit(lo.dtype) * scale + 8 * tiny(lo.dtype)
         return lw, lb - slack, uw, ub + slack
 
 
@@ -96,8 +149,7 @@ class SigmoidRule(_SShaped):
         return torch.sigmoid(x)
 
     def df(self, x):
-        s = torch.sigmoid(x)
-        return s * (1 - s)
+        return torch.sigmoid(x) * torch.sigmoid(-x)
 
 
 @rule("Tanh")
@@ -106,7 +158,8 @@ class TanhRule(_SShaped):
         return torch.tanh(x)
 
     def df(self, x):
-        return 1 - torch.tanh(x) ** 2
+        # 1 - tanh(x)^2 = 4 sigmoid(2x) sigmoid(-2x), accurate also where tanh(x) rounds to +-1
+        return 4 * torch.sigmoid(2 * x) * torch.sigmoid(-2 * x)
 
 
 @converts("Relu", "Sigmoid", "Tanh")

@@ -47,6 +47,13 @@ class OpRule:
         raise NotImplementedError
 
 
+def _numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
 class LinearRule(OpRule):
     """An op affine in its variable inputs: f(x) = L(x) + bias.
 
@@ -72,6 +79,24 @@ class LinearRule(OpRule):
         """|L| applied to non-negative tensors (radii): an upper bound of |L(d)| for |d| <= r."""
         raise NotImplementedError
 
+    def bias_magnitude(self, node: Node, like: Tensor, in_shapes: list[tuple[int, ...]]) -> Tensor | None:
+        """A bound on the magnitudes of the constant terms that the model adds up to form the
+        bias (output shape, no batch dim): |bias| unless the importer recorded a larger one
+        (params["bias_abs"]: BatchNormalization's beta - mean * scale is computed from terms
+        that can be much larger than the result), or None when there is no bias."""
+        if node.params.get("bias_abs") is not None:
+            return node.params["bias_abs"].to(like.dtype).expand(node.shape)
+        b = self.bias(node, like, in_shapes)
+        return None if b is None else b.abs()
+
+    def sum_terms(self, node: Node, in_shapes: list[tuple[int, ...]]) -> int:
+        """An upper bound on the number of terms in any one float sum that evaluate, apply,
+        apply_abs or apply_t computes (the bias counts as a term): the rounding error model
+        (bounds/rounding.py) charges gamma(n) of the summed magnitudes per sum.  Sound default:
+        every input element or every output element (whichever is more), plus one."""
+        n_in = sum(_numel(s) for s in in_shapes)
+        return max(n_in, _numel(node.shape)) + 1
+
     def apply_t(self, node: Node, A: Tensor, in_shapes: list[tuple[int, ...]]) -> list[Tensor]:
         """Transpose map: A (N, *out_shape) -> for each input, (N, *in_shape) with
         sum(A * L(x)) == sum over inputs of sum(A_i * x_i)."""
@@ -95,6 +120,11 @@ class ActivationRule(OpRule):
     def relax(self, node: Node, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Planes (lw, lb, uw, ub), elementwise: lw*x+lb <= f(x) <= uw*x+ub for x in [lo, hi]."""
         raise NotImplementedError
+
+    def model_error(self, node: Node, dtype: torch.dtype) -> float:
+        """An absolute bound on how far onnxruntime's evaluation of the function in dtype may be
+        from the real function (for float models); inf when nothing is known."""
+        return float("inf")
 
     def lower_slope_range(self, node: Node, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor] | None:
         """Valid range of an optimisable lower slope (alpha-CROWN), or None if not optimisable."""
