@@ -97,6 +97,20 @@ class Builder:
         return m
 
 
+def case_registry(default_opsets):
+    """(cases, case): a dict of named model builders and the decorator that fills it, each
+    builder with the opsets its form exists in (default_opsets unless given)."""
+    cases: dict = {}
+
+    def case(name: str, opsets=default_opsets):
+        def add(fn):
+            assert name not in cases
+            cases[name] = (fn, opsets)
+            return fn
+        return add
+    return cases, case
+
+
 # --------------------------------------------------------------------------- reference runs
 def input_info(model: onnx.ModelProto) -> onnx.ValueInfoProto:
     inits = {i.name for i in model.graph.initializer}

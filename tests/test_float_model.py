@@ -31,8 +31,13 @@ def absorbing(path: Path) -> Path:
     inits = [numpy_helper.from_array(np.array([BIG], dtype=np.float32), "c")]
     nodes = [helper.make_node("Add", ["X", "c"], ["s"]), helper.make_node("Sub", ["s", "c"], ["d"]),
              helper.make_node("Relu", ["d"], ["Y"])]
-    g = helper.make_graph(nodes, "absorb", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 1])],
-                          [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1, 1])], initializer=inits)
+    return save(nodes, inits, (1, 1), (1, 1), path)
+
+
+def save(nodes, inits, x_shape, y_shape, path: Path) -> Path:
+    """A float32 model X -> Y of these nodes and initialisers, saved at path."""
+    g = helper.make_graph(nodes, "net", [helper.make_tensor_value_info("X", TensorProto.FLOAT, list(x_shape))],
+                          [helper.make_tensor_value_info("Y", TensorProto.FLOAT, list(y_shape))], initializer=inits)
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
     m.ir_version = 8
     onnx.save(m, path)
@@ -119,12 +124,7 @@ def random_float32_net(path: Path, seed: int, offset: float) -> Path:
              helper.make_node("BatchNormalization", ["a", "g", "beta", "mean", "var"], ["n"]),
              helper.make_node("Relu", ["n"], ["r"]),
              helper.make_node("Gemm", ["r", "W2", "b2"], ["Y"], transB=1)]
-    g = helper.make_graph(nodes, "rnd", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 3])],
-                          [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1, 2])], initializer=inits)
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
-    m.ir_version = 8
-    onnx.save(m, path)
-    return path
+    return save(nodes, inits, (1, 3), (1, 2), path)
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import gzip
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from helpers_nets import (Builder, assert_matches, one_torch_thread, run_float64,  # noqa: F401 (fixture)
+from helpers_nets import (Builder, assert_matches, case_registry, one_torch_thread, run_float64,  # noqa: F401 (fixture)
                           run_onnxruntime, run_reference)
 from verifier.capabilities import ONNX_OPERATORS
 from verifier.onnx_import import ModelError, load_graph, load_model, to_graph
@@ -33,16 +32,8 @@ BENCH = Path(__file__).resolve().parents[2] / "shared" / "benchmarks"
 # --------------------------------------------------------------------------- op catalogue
 # Each case: build(b) -> (input shape, output name) on a Builder b whose input is "x";
 # `opsets`: where the op's form exists.  Several inputs run as one batch in the IR.
-CASES: dict[str, tuple[Callable, tuple[int, ...]]] = {}
 ALL, ATTR_AXES, INPUT_AXES = OPSETS, (9, 11), (13, 17, 21)
-
-
-def case(name: str, opsets=ALL):
-    def add(fn):
-        assert name not in CASES
-        CASES[name] = (fn, opsets)
-        return fn
-    return add
+CASES, case = case_registry(ALL)
 
 
 def _w(b, *shape, scale=0.5):

@@ -17,22 +17,14 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from helpers_nets import (Builder, assert_matches, one_torch_thread, run_float64,  # noqa: F401 (fixture)
+from helpers_nets import (Builder, assert_matches, case_registry, one_torch_thread, run_float64,  # noqa: F401 (fixture)
                           to_float64)
 from verifier.onnx_import import ModelError, to_graph
 from verifier.simplify import simplify
 
-CASES: dict[str, tuple[Callable, tuple[int, ...]]] = {}
 ALL = (7, 9, 11, 13, 17, 21)
 FROM9 = ALL[1:]  # where onnx's reference evaluator fails on the opset-7 form (BatchNormalization-7, MaxPool-1)
-
-
-def case(name: str, opsets=ALL):
-    def add(fn):
-        assert name not in CASES
-        CASES[name] = (fn, opsets)
-        return fn
-    return add
+CASES, case = case_registry(ALL)
 
 
 def _w(b, *shape, scale=0.5):

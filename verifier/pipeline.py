@@ -71,8 +71,13 @@ def numeric_setup(device: torch.device) -> torch.dtype:
     On the CPU float64 costs little for these sizes and removes most rounding worries."""
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
+    # cuDNN may pick Winograd or FFT convolutions, whose error is not a sum's gamma_n bound
+    # (bounds/rounding.py): without cuDNN, convolutions are im2col products, which it covers.
+    torch.backends.cudnn.enabled = False
     # Subnormal numbers (coefficients that underflow deep in a branch and bound) slow CPU
-    # arithmetic ~20x; flushing them moves bounds by < 1e-300, far below the unsat margin.
+    # arithmetic ~20x.  Flushing them costs each operation up to tiny (1 + |other operand|),
+    # which the error model counts (rounding.floor); the onnxruntime confirmation runs without
+    # it (confirm.ieee_numerics).
     torch.set_flush_denormal(True)
     return torch.float32 if device.type == "cuda" else torch.float64
 
@@ -80,6 +85,7 @@ def numeric_setup(device: torch.device) -> torch.dtype:
 def restore_numerics() -> None:
     """Undo numeric_setup's process-wide switch (the caller's numpy/torch see subnormals again)."""
     torch.set_flush_denormal(False)
+    torch.backends.cudnn.enabled = True
 
 
 def try_confirm(q: Query, cases: Cases, xs: torch.Tensor, vs: torch.Tensor) -> Result | None:
