@@ -81,6 +81,16 @@ def _row_sum(t: Tensor) -> Tensor:
     return t.flatten(2).sum(-1)
 
 
+def _dot_rows(t: Tensor, w: Tensor) -> Tensor:
+    """sum(t * w) over a value's elements, as one batched product (no (B, q, *shape) temporary):
+    t (B, q, *shape); w (B, *shape), or (*shape) shared by the batch.  (B, q)."""
+    B, q = t.shape[:2]
+    tf = t.reshape(B, q, -1)
+    if w.dim() == t.dim() - 1 and w.shape[0] == B:
+        return torch.bmm(tf, w.reshape(B, -1, 1)).squeeze(-1)
+    return tf @ w.reshape(-1)
+
+
 def _batch_sum(t: Tensor) -> Tensor:
     """(B, *shape) -> (B, 1)."""
     return t.reshape(t.shape[0], -1).sum(-1, keepdim=True)
@@ -93,8 +103,7 @@ def _add_coefficients(A: dict[str, Tensor], name: str, g: Tensor, err: Tensor, m
         return err
     A[name] = A[name] + g
     with torch.no_grad():
-        m = mags[name].unsqueeze(1)
-        e = coef(1, _numel(g) + 2, g.dtype) * _row_sum(A[name].detach().abs() * m)
+        e = coef(1, _numel(g) + 2, g.dtype) * _dot_rows(A[name].detach().abs(), mags[name])
         e = e + floor(g.dtype, 1, _batch_sum(mags[name]))
     return accumulate(err, e)
 
@@ -129,11 +138,12 @@ def _linear_step(graph: Graph, node: Node, rule, a: Tensor, A: dict, const: Tens
         Lm = rule.apply_abs(node, *m_in)
         m1 = sum(_batch_sum(m) for m in m_in)
         mc = model_coef(graph.float_model, n, n + node.size + 2, a.dtype)   # the function's own error
-        e = (coef(n, n + node.size + 2, a.dtype) + mc) * _row_sum(a_abs * Lm.unsqueeze(1))
-        e = e + floor(a.dtype, 1, _batch_sum(Lm), (2 * n + 1 + a1) * m1) + model_floor(graph.float_model, n) * a1
         bm = rule.bias_magnitude(node, a, in_shapes)
+        M = (coef(n, n + node.size + 2, a.dtype) + mc) * Lm
         if bm is not None:
-            e = e + mc * _row_sum(a_abs * bm.unsqueeze(0).unsqueeze(0))
+            M = M + mc * bm
+        e = accumulate(_dot_rows(a_abs, M), floor(a.dtype, 1, _batch_sum(Lm), (2 * n + 1 + a1) * m1))
+        e = e + model_floor(graph.float_model, n) * a1
         if ab is not None:  # the bias sum, added to the constant: node.size + 1 terms
             e = e + coef(node.size + 1, node.size + 3, a.dtype) * (const.detach().abs() + ab.detach().abs().sum(-1))
             e = e + floor(a.dtype, 2 * node.size + 2, a1, _row_sum(b.abs().reshape((1, 1) + b.shape)))
@@ -185,7 +195,7 @@ def _activation_step(node: Node, rule, a: Tensor, A: dict, const: Tensor, err: T
         e = coef(n + 1, n + 3, dt) * (const.detach().abs() + _row_sum(ac.detach().abs()))
         e = e + floor(dt, 2 * n + 2, a1, cabs)
         size = g.detach().abs() if beta is None else g.detach().abs() + beta.detach().abs()
-        e = e + coef(3, n + 3, dt) * _row_sum(size * m.unsqueeze(1))
+        e = e + coef(3, n + 3, dt) * _dot_rows(size, m)
         mmax = m.reshape(m.shape[0], -1).amax(-1, keepdim=True)
         e = e + floor(dt, 1, a1 * mmax, (wmax + 2) * _batch_sum(m))
         err = accumulate(err, e)
