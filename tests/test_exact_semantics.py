@@ -262,3 +262,30 @@ def test_float32_cases_keep_rows_exact_and_constants_below():
     assert cs.member[0, 0, 0] and not cs.member[0, 1].any()       # 16777217 = 2^24 + 1
     cs64 = build_cases(prop, (1,), 2, torch.float64, torch.device("cpu"))
     assert cs64.member[0, 1].any()
+
+
+# --------------------------------------------------------------------------- linear rows, used
+def test_linear_input_rows_cut_the_box_exactly():
+    """1e-7 x0 + 1e-7 x1 <= 0 on [0, 1]^2 leaves the point (0, 0): the engine's box is cut to it
+    (exact interval propagation, rounded outwards), so the bounds can prove what the row implies."""
+    case = case_of(SMALL_ROW)
+    assert list(case.lo) == [0.0, 0.0] and list(case.hi) == [0.0, 0.0]
+
+
+def test_contradictory_linear_rows_make_an_empty_region():
+    text = query(2, 1, "(assert (>= X_0 0.0))\n(assert (<= X_0 1.0))\n(assert (>= X_1 0.0))\n"
+                       "(assert (<= X_1 1.0))\n(assert (>= (+ X_0 X_1) 2.5))\n(assert (>= Y_0 0.5))")
+    assert vnnlib.parse_text(text).cases == ()
+
+
+def test_candidates_are_moved_onto_linear_rows_then_checked_exactly():
+    """x0 - x1 >= 0.1 (strictly inside after snapping): a candidate on the wrong side is
+    projected, and the result meets the row exactly."""
+    text = query(2, 1, "(assert (>= X_0 0.0))\n(assert (<= X_0 1.0))\n(assert (>= X_1 0.0))\n"
+                       "(assert (<= X_1 1.0))\n(assert (> (- X_0 X_1) 0.1))\n(assert (<= Y_0 2.0))")
+    case = case_of(text)
+    ref = ReferenceModel(first_input(2).SerializeToString())
+    hit = confirm_sat(ref, case, np.array([0.3, 0.6]))
+    assert hit is not None
+    x0, x1 = (Fraction(float(v)) for v in hit.x)
+    assert x0 - x1 > Fraction(1, 10)

@@ -71,7 +71,34 @@ def snap_inside(x: np.ndarray, case: Case, dtype=np.float32) -> np.ndarray | Non
         xr = np.asarray(x, dtype=np.float64).reshape(-1).astype(dtype)
     if xr.shape != box[0].shape or not np.all(np.isfinite(xr)):
         return None
-    return np.minimum(np.maximum(xr, box[0]), box[1])
+    xr = np.minimum(np.maximum(xr, box[0]), box[1])
+    if case.A_in is not None and not case.contains_input(xr.astype(np.float64)):
+        xr = _into_rows(xr, case.A_in, case.b_in, box, dtype)
+    return xr
+
+
+PROJECTIONS = 32
+
+
+def _into_rows(x: np.ndarray, A: np.ndarray, b: np.ndarray, box, dtype) -> np.ndarray:
+    """x moved onto the float images of the linear input rows A x <= b by cyclic projections,
+    each aimed a few ulps of dtype inside (so that rounding to dtype keeps it there), within the
+    float box.  Only a candidate: confirm_sat still checks it exactly."""
+    y = x.astype(np.float64)
+    lo, hi = box[0].astype(np.float64), box[1].astype(np.float64)
+    eps = 16 * np.finfo(dtype).eps
+    norms = np.einsum("ij,ij->i", A, A)
+    for _ in range(PROJECTIONS):
+        viol = A @ y - b
+        margin = eps * (np.abs(b) + np.abs(A) @ np.abs(y) + 1e-30)
+        bad = np.flatnonzero((viol + margin > 0) & (norms > 0))
+        if bad.size == 0:
+            break
+        for r in bad:
+            v = A[r] @ y - b[r] + margin[r]
+            if v > 0:
+                y = np.clip(y - (v / norms[r]) * A[r], lo, hi)
+    return np.minimum(np.maximum(y.astype(dtype), box[0]), box[1])
 
 
 @dataclass

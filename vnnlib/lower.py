@@ -242,12 +242,38 @@ def _cases(q: Query, src: Source, common: list[Lin],
     HI.flags.writeable = False
     regions = _regions(common_out, [groups[g][1] for g in keep], n_out)
     cases = (
-        Case(LO[g], HI[g], region, *_rows(rows_by_case[g], n_in), lins=tuple(common_in + groups[g][0]))
+        _tightened(Case(LO[g], HI[g], region, *_rows(rows_by_case[g], n_in), lins=tuple(common_in + groups[g][0])),
+                   rows_by_case[g])
         for g, region in zip(keep.tolist(), regions)
     )
     # the float box is rounded outwards: a box a few ulps wide may still be empty exactly
     thin = (HI - LO <= 4 * np.spacing(np.maximum(np.abs(LO), np.abs(HI)))).any(axis=1)
-    return tuple(c for g, c in zip(keep.tolist(), cases) if not (thin[g] and c.is_empty()))
+    return tuple(c for g, c in zip(keep.tolist(), cases)
+                 if not (c.lo > c.hi).any() and not (thin[g] and c.is_empty()))
+
+
+MAX_PROPAGATION_TERMS = 20_000   # comparison terms per case propagated in Fractions (~50 ms)
+
+
+def _tightened(case: Case, rows: list[Lin]) -> Case:
+    """The case with its box cut down by its comparisons over several inputs (exact interval
+    propagation, ExactBox.propagate), rounded outwards; the case itself when it has none, or
+    too many terms to propagate cheaply."""
+    multi = [lin for lin in rows if len(lin.vars) > 1]
+    if not multi or sum(len(lin.vars) for lin in multi) > MAX_PROPAGATION_TERMS:
+        return case
+    box = case.exact_box()
+    box.propagate(multi)
+    if box.empty:
+        lo, hi = case.lo, case.lo - 1.0          # an empty float box: the case is dropped
+    else:
+        lo = np.maximum(case.lo, [_float_beyond(b, -np.inf) for b in box.lo])
+        hi = np.minimum(case.hi, [_float_beyond(b, np.inf) for b in box.hi])
+    for arr in (lo, hi):
+        arr.flags.writeable = False
+    tight = Case(lo, hi, case.region, case.A_in, case.b_in, case.lins)
+    tight._memo["box"] = box
+    return tight
 
 
 def _check_bounded(q: Query, src: Source, lo: np.ndarray, hi: np.ndarray, keep: np.ndarray,

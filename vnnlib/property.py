@@ -142,6 +142,29 @@ class ExactBox:
             if cur is None or b > cur or (b == cur and lin.strict):
                 self.lo[i], self.lo_strict[i] = b, lin.strict or (cur == b and self.lo_strict[i])
 
+    def propagate(self, lins, passes: int = 3) -> None:
+        """Tighten the bounds with comparisons over several inputs (interval propagation, exact):
+        from sum_j a_j x_j + c <= 0, a_i x_i <= -c - sum_{j != i} min over the box of a_j x_j.
+        Strictness is dropped on what is derived (a closed superset: sound for bounding, for
+        snapping candidates, which are still checked exactly, and for emptiness).  Needs every
+        element bounded on both sides."""
+        if any(v is None for v in self.lo) or any(v is None for v in self.hi):
+            return
+        for _ in range(passes):
+            changed = False
+            for lin in lins:
+                coefs, c = lin.rational()
+                low = [min(a * self.lo[v], a * self.hi[v]) for v, a in zip(lin.vars, coefs)]
+                total = c + sum(low)
+                for (v, a), lv in zip(zip(lin.vars, coefs), low):
+                    b = -(total - lv) / a
+                    if a > 0 and b < self.hi[v]:
+                        self.hi[v], self.hi_strict[v], changed = b, False, True
+                    elif a < 0 and b > self.lo[v]:
+                        self.lo[v], self.lo_strict[v], changed = b, False, True
+            if not changed:
+                return
+
     @property
     def empty(self) -> bool:
         for lo, hi, ls, hs in zip(self.lo, self.hi, self.lo_strict, self.hi_strict):
