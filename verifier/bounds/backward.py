@@ -127,10 +127,8 @@ def _linear_step(graph: Graph, node: Node, rule, a: Tensor, A: dict, const: Tens
     in_shapes = [graph.shape_of(i) for i in node.inputs]
     n = rule.sum_terms(node, in_shapes)
     b = rule.bias(node, a, in_shapes)
-    ab = None
-    if b is not None:
-        ab = (a * b).flatten(2)
-        new_const = const + ab.sum(-1)
+    if b is not None:   # the bias sum: node.size products and the constant
+        new_const = const + _dot_rows(a, b)
     with torch.no_grad():
         a_abs = a.detach().abs()
         a1 = _row_sum(a_abs)
@@ -139,16 +137,18 @@ def _linear_step(graph: Graph, node: Node, rule, a: Tensor, A: dict, const: Tens
         m1 = sum(_batch_sum(m) for m in m_in)
         mc = model_coef(graph.float_model, n, n + node.size + 2, a.dtype)   # the function's own error
         bm = rule.bias_magnitude(node, a, in_shapes)
+        # every term below is |a| times a magnitude: one batched product for all of them
         M = (coef(n, n + node.size + 2, a.dtype) + mc) * Lm
         if bm is not None:
             M = M + mc * bm
-        e = accumulate(_dot_rows(a_abs, M), floor(a.dtype, 1, _batch_sum(Lm), (2 * n + 1 + a1) * m1))
-        e = e + model_floor(graph.float_model, n) * a1
-        if ab is not None:  # the bias sum, added to the constant: node.size + 1 terms
-            e = e + coef(node.size + 1, node.size + 3, a.dtype) * (const.detach().abs() + ab.detach().abs().sum(-1))
+        e = model_floor(graph.float_model, n) * a1 + floor(a.dtype, 1, _batch_sum(Lm), (2 * n + 1 + a1) * m1)
+        if b is not None:
+            cb = coef(node.size + 1, node.size + 3, a.dtype)
+            M = M + cb * b.abs()
+            e = e + cb * const.detach().abs()
             e = e + floor(a.dtype, 2 * node.size + 2, a1, _row_sum(b.abs().reshape((1, 1) + b.shape)))
-        err = accumulate(err, e)
-    if ab is not None:
+        err = accumulate(err, accumulate(_dot_rows(a_abs, M), e))
+    if b is not None:
         const = new_const
     flat = a.reshape((a.shape[0] * a.shape[1],) + node.shape)
     for name, s, g in zip(node.inputs, in_shapes, rule.apply_t(node, flat, in_shapes)):
@@ -229,17 +229,21 @@ def backward_linear(graph: Graph, start: str, C: Tensor, relax: Relaxation,
 
 
 def concretise_lower(a: Tensor | None, const: Tensor, err: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
-    """Rigorous min over the box [lo, hi] of sum(a * x) + const - err: (B, q).  The sum of the
-    n_in products and the constant rounds by gamma(n_in + 1) of their magnitudes."""
+    """Rigorous min over the box [lo, hi] of sum(a * x) + const - err: (B, q): the constant plus
+    two batched products (a+ . lo and a- . hi), 2 n_in + 1 terms whose sum rounds by at most
+    gamma(2 n_in + 2) of their magnitudes (computed as a+ . |lo| - a- . |hi|, itself low by at
+    most gamma(n_in + 3))."""
     if a is None:
         return lower(const, err)
-    x_lo, x_hi = lo.unsqueeze(1), hi.unsqueeze(1)
-    t = a.clamp(min=0) * x_lo + a.clamp(max=0) * x_hi
-    value = const + _row_sum(t)
+    ap, an = a.clamp(min=0), a.clamp(max=0)
+    value = const + _dot_rows(ap, lo) + _dot_rows(an, hi)   # 2 n products and the constant
     with torch.no_grad():
         n = _numel(a)
-        e = coef(n + 1, n + 3, a.dtype) * (const.detach().abs() + _row_sum(t.detach().abs()))
-        e = e + floor(a.dtype, 2 * n + 2, _row_sum(a.detach().abs()), _batch_sum(magnitude(lo, hi)))
+        ap, an = ap.detach(), an.detach()
+        size = _dot_rows(ap, lo.abs()) - _dot_rows(an, hi.abs())   # sum of |the products|
+        e = coef(2 * n + 2, n + 3, a.dtype) * (const.detach().abs() + size)
+        a1 = _row_sum(ap) - _row_sum(an)
+        e = e + floor(a.dtype, 2 * n + 2, a1, _batch_sum(magnitude(lo, hi)))
         err = accumulate(err, e)
     return lower(value, err)
 
