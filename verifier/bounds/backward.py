@@ -91,6 +91,11 @@ def _dot_rows(t: Tensor, w: Tensor) -> Tensor:
     return tf @ w.reshape(-1)
 
 
+def _batch_max(t: Tensor) -> Tensor:
+    """(B, *shape) -> (B, 1)."""
+    return t.reshape(t.shape[0], -1).amax(-1, keepdim=True)
+
+
 def _batch_sum(t: Tensor) -> Tensor:
     """(B, *shape) -> (B, 1)."""
     return t.reshape(t.shape[0], -1).sum(-1, keepdim=True)
@@ -158,8 +163,8 @@ def _linear_step(graph: Graph, node: Node, rule, a: Tensor, A: dict, const: Tens
 
 def _planes(node: Node, rule, a: Tensor, relax: Relaxation, graph_model: torch.dtype | None = None
             ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(w, c, wmax, cabs): the chosen plane per coefficient (upper where a < 0), and per batch
-    element the largest |slope| (B, 1) and the sum over the neurons of the largest |intercept|."""
+    """(w, c, w_e, c_e): the chosen plane per coefficient (upper where a < 0), and elementwise
+    bounds of |w| and |c| over the rows (B, *shape)."""
     plo, phi = relax.pre[node.name]
     lw, lb, uw, ub = rule.relax(node, plo, phi)
     lw, lb, uw, ub = (t.unsqueeze(1) for t in (lw, lb, uw, ub))
@@ -169,9 +174,10 @@ def _planes(node: Node, rule, a: Tensor, relax: Relaxation, graph_model: torch.d
     up = a < 0  # a negative coefficient takes the upper plane, a positive one the lower
     with torch.no_grad():
         B = a.shape[0]
-        wmax = torch.maximum(lw.detach().abs().reshape(B, -1).amax(-1), uw.detach().abs().reshape(B, -1).amax(-1))
-        cabs = torch.maximum(lb.detach().abs(), ub.detach().abs()).reshape(B, -1).sum(-1)
-    return torch.where(up, uw, lw), torch.where(up, ub, lb), wmax.unsqueeze(1), cabs.unsqueeze(1)
+        # elementwise over the rows (the planes have a row axis of 1 unless slopes are given)
+        w_e = torch.maximum(lw.detach().abs(), uw.detach().abs()).amax(1)
+        c_e = torch.maximum(lb.detach().abs(), ub.detach().abs()).amax(1)
+    return torch.where(up, uw, lw), torch.where(up, ub, lb), w_e, c_e
 
 
 def _activation_step(node: Node, rule, a: Tensor, A: dict, const: Tensor, err: Tensor,
@@ -180,7 +186,7 @@ def _activation_step(node: Node, rule, a: Tensor, A: dict, const: Tensor, err: T
     each coefficient a_i w_i (- beta_i s_i) rounds by at most gamma(2) of |a w| + |beta| (plus
     tiny (|a| + |w| + 2) for subnormals), which costs that times m_i in the objective."""
     n = node.size
-    w, c, wmax, cabs = _planes(node, rule, a, relax, float_model)
+    w, c, w_e, c_e = _planes(node, rule, a, relax, float_model)
     ac = a * c
     new_const = const + _row_sum(ac)
     g = a * w
@@ -191,11 +197,15 @@ def _activation_step(node: Node, rule, a: Tensor, A: dict, const: Tensor, err: T
     with torch.no_grad():
         dt = a.dtype
         m = relax.mags[node.inputs[0]]
-        a1 = _row_sum(a.detach().abs())
-        e = coef(n + 1, n + 3, dt) * (const.detach().abs() + _row_sum(ac.detach().abs()))
+        a_abs = a.detach().abs()
+        a1 = _row_sum(a_abs)
+        # |a c| <= |a| c_e and |a w| <= |a| w_e elementwise: batched products, no temporaries
+        wmax, cabs = _batch_max(w_e), _batch_sum(c_e)
+        e = coef(n + 1, n + 3, dt) * (const.detach().abs() + _dot_rows(a_abs, c_e))
         e = e + floor(dt, 2 * n + 2, a1, cabs)
-        size = g.detach().abs() if beta is None else g.detach().abs() + beta.detach().abs()
-        e = e + coef(3, n + 3, dt) * _dot_rows(size, m)
+        e = e + coef(3, n + 3, dt) * _dot_rows(a_abs, w_e * m)
+        if beta is not None:
+            e = e + coef(3, n + 3, dt) * _row_sum(beta.detach().abs() * m.unsqueeze(1))
         mmax = m.reshape(m.shape[0], -1).amax(-1, keepdim=True)
         e = e + floor(dt, 1, a1 * mmax, (wmax + 2) * _batch_sum(m))
         err = accumulate(err, e)
