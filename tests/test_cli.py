@@ -300,3 +300,22 @@ def test_python_m_verifier_from_a_benchmark_folder(examples):
     r = run_cli("verify", "vnnlib/acas_like_unsat.vnnlib", "--network", "N=onnx/acas_like.onnx", "-q",
                 cwd=examples)
     assert (r.returncode, r.stdout) == (0, "unsat\n"), r.stderr
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "-0.5", "nan", "inf", "-inf", "abc", ""])
+@pytest.mark.parametrize("command", ["verify", "vnncomp"])
+def test_time_limits_that_are_not_positive_finite_seconds_are_refused(run_main, examples, tmp_path, value,
+                                                                        command):
+    ex = Example("acas_like", "unsat", examples)
+    if command == "verify":
+        args = ("verify", ex.spec("2.0"), "--network", f"acas_like={ex.onnx}", "--timeout", value)
+    else:
+        args = ("vnncomp", ex.onnx, ex.spec("1.0"), tmp_path / "result.txt", value)
+    assert_input_error(run_main(*args), "timeout")
+
+
+def test_time_limit_errors_are_one_line_through_the_real_process(examples):
+    ex = Example("acas_like", "unsat", examples)
+    r = run_cli("verify", ex.spec("2.0"), "--network", f"acas_like={ex.onnx}", "--timeout", "nan")
+    assert_input_error(r, "--timeout", "positive, finite")
+    assert_input_error(run_cli("verify", ex.spec("2.0"), "--bogus-option"), "--bogus-option")

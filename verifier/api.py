@@ -47,6 +47,10 @@ def load_checked(onnx_path: str | os.PathLike):
     return graph, ref
 
 
+def _out_of_time(t0: float) -> Result:
+    return Result(Verdict.TIMEOUT, seconds=time.monotonic() - t0, reason="the time limit passed before the search")
+
+
 def _float_type(model):
     """The narrowest float type the model computes in: float32 as soon as any initializer, cast
     or declared tensor is float32 (onnxruntime then rounds there), else float64."""
@@ -88,8 +92,12 @@ def verify(onnx_path: str | os.PathLike, vnnlib_path: str | os.PathLike, timeout
     from .pipeline import Query, choose_device, decide, numeric_setup, restore_numerics
     from .spec import SpecError
 
+    if deadline.expired():   # the limit counts from the command's start: imports included
+        return _out_of_time(t0)
     graph, ref = load_checked(onnx_path)
     check_faithful(graph, ref, prop)
+    if deadline.expired():
+        return _out_of_time(t0)
     if not float_semantics(prop):
         graph = dataclasses.replace(graph, float_model=None)
     try:

@@ -35,8 +35,28 @@ def _fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
     return code
 
 
+def _seconds(text: str) -> float:
+    """A time limit: a positive, finite number of seconds (argparse turns the error into exit 2)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (0 < value < float("inf")):
+        raise argparse.ArgumentTypeError(f"the time limit must be a positive, finite number of seconds, "
+                                         f"got {text!r}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: `verifier: error: ...` on stderr and exit status 2 (its own
+    errors print the whole usage block first)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_BAD_INPUT, f"verifier: error: {message}\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="verifier", description="Formal verification of neural networks "
+    p = _Parser(prog="verifier", description="Formal verification of neural networks "
                                 "(ONNX) against VNN-LIB properties.")
     p.add_argument("--name", action="store_true", help="print the solver's name")
     p.add_argument("--version", action="store_true", help="print the solver's version")
@@ -44,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="decide a VNN-LIB query")
     v.add_argument("query")
     v.add_argument("--network", action="append", default=[], metavar="NAME=MODEL.onnx")
-    v.add_argument("--timeout", type=float, default=None, help="seconds (default: none)")
+    v.add_argument("--timeout", type=_seconds, default=None, help="seconds (default: none)")
     v.add_argument("--serialise-assignments", metavar="DIR", default=None)
     _engine_options(v)
     s = sub.add_parser("supports", help="report a capability")
@@ -53,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("onnx")
     c.add_argument("vnnlib")
     c.add_argument("result_file")
-    c.add_argument("timeout", type=float)
+    c.add_argument("timeout", type=_seconds)
     _engine_options(c)
     sub.add_parser("bench", help="run benchmark instances (see `verifier bench --help`)", add_help=False)
     return p
