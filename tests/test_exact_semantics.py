@@ -289,3 +289,20 @@ def test_candidates_are_moved_onto_linear_rows_then_checked_exactly():
     assert hit is not None
     x0, x1 = (Fraction(float(v)) for v in hit.x)
     assert x0 - x1 > Fraction(1, 10)
+
+
+@pytest.mark.parametrize("ftype", [np.float32, np.float64])
+def test_float_toward_is_the_first_float_beyond_exactly(ftype):
+    from vnnlib.exact import float_toward
+
+    big = Fraction(float(np.finfo(ftype).max))
+    assert float_toward(big * 2, -1, ftype) == np.finfo(ftype).max     # the largest float below
+    assert float_toward(big * 2, +1, ftype) == np.inf                   # none above
+    assert float_toward(-big * 2, +1, ftype) == -np.finfo(ftype).max
+    third = Fraction(1, 3)
+    up, down = float_toward(third, +1, ftype), float_toward(third, -1, ftype)
+    assert Fraction(float(down)) < third < Fraction(float(up))
+    assert np.nextafter(down, ftype(np.inf)) == up
+    half = Fraction(1, 2)
+    assert float_toward(half, +1, ftype) == 0.5
+    assert float_toward(half, +1, ftype, strict=True) == np.nextafter(ftype(0.5), ftype(1))

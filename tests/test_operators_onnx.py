@@ -395,24 +395,14 @@ def refused(name: str, opset: int, needle: str):
     return add
 
 
-@refused("cast_float16", 13, "FLOAT16")
-def _(b):
-    return [1, 4], b.op("Cast", [b.op("Cast", ["x"], to=TensorProto.FLOAT16)], to=TensorProto.FLOAT)
+def _cast_through(to: int):
+    """x cast to `to` and back to float32: the narrowing cast is what must be refused."""
+    return lambda b: ([1, 4], b.op("Cast", [b.op("Cast", ["x"], to=to)], to=TensorProto.FLOAT))
 
 
-@refused("cast_bfloat16", 13, "BFLOAT16")
-def _(b):
-    return [1, 4], b.op("Cast", [b.op("Cast", ["x"], to=TensorProto.BFLOAT16)], to=TensorProto.FLOAT)
-
-
-@refused("cast_int32", 13, "INT32")
-def _(b):
-    return [1, 4], b.op("Cast", [b.op("Cast", ["x"], to=TensorProto.INT32)], to=TensorProto.FLOAT)
-
-
-@refused("cast_bool", 13, "BOOL")
-def _(b):
-    return [1, 4], b.op("Cast", [b.op("Cast", ["x"], to=TensorProto.BOOL)], to=TensorProto.FLOAT)
+for _name, _to in (("FLOAT16", TensorProto.FLOAT16), ("BFLOAT16", TensorProto.BFLOAT16),
+                   ("INT32", TensorProto.INT32), ("BOOL", TensorProto.BOOL)):
+    refused(f"cast_{_name.lower()}", 13, _name)(_cast_through(_to))
 
 
 @refused("batchnorm_training_mode", 15, "training_mode")

@@ -71,10 +71,7 @@ def snap_inside(x: np.ndarray, case: Case, dtype=np.float32) -> np.ndarray | Non
         xr = np.asarray(x, dtype=np.float64).reshape(-1).astype(dtype)
     if xr.shape != box[0].shape or not np.all(np.isfinite(xr)):
         return None
-    xr = np.minimum(np.maximum(xr, box[0]), box[1])
-    if case.A_in is not None and not case.contains_input(xr.astype(np.float64)):
-        xr = _into_rows(xr, case.A_in, case.b_in, box, dtype)
-    return xr
+    return np.minimum(np.maximum(xr, box[0]), box[1])
 
 
 PROJECTIONS = 32
@@ -115,7 +112,11 @@ def confirm_sat(ref: ReferenceModel, case: Case, x_flat: np.ndarray) -> Confirme
     with IEEE arithmetic, must meet every comparison of one conjunct exactly."""
     with ieee_numerics():      # nextafter and onnxruntime too need subnormals
         x = snap_inside(x_flat, case, ref.input_dtype)
-        if x is None or not case.contains_input(x.astype(np.float64)):
+        if x is None:
+            return None
+        if not case.contains_input(x.astype(np.float64)) and case.A_in is not None:
+            x = _into_rows(x, case.A_in, case.b_in, case.float_box(ref.input_dtype), ref.input_dtype)
+        if not case.contains_input(x.astype(np.float64)):
             return None
         y = ref.run(x)
     if not np.all(np.isfinite(y)) or not case.violated_by(y):

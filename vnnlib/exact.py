@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from fractions import Fraction
 
+import numpy as np
+
 _TWO53 = 1 << 53
 
 
@@ -38,6 +40,30 @@ def decimal_is_float(tok: str) -> bool:
         m //= p
     m //= m & -m                         # drop the factors of 2
     return m < _TWO53
+
+
+def float_toward(q: Fraction, direction: int, ftype=np.float64, strict: bool = False):
+    """The first value of the float type ftype at or beyond q in the direction, decided by exact
+    comparison: +1, the smallest v >= q (> q if strict); -1, the largest v <= q (< q if
+    strict).  +-inf (the direction's) when the type has none."""
+    big = Fraction(float(np.finfo(ftype).max))
+    toward = ftype(np.inf * direction)
+    if q * direction < -big:              # beyond the type's range behind us: its extreme
+        return ftype(-big if direction > 0 else big)
+    if q * direction > big:
+        return toward
+    ok = lambda v: (Fraction(float(v)) - q) * direction > 0 or (not strict and Fraction(float(v)) == q)
+    v = ftype(float(q))
+    for _ in range(4):                    # float() then ftype() may round twice: step back
+        back = np.nextafter(v, -toward)
+        if not np.isfinite(back) or back == v or not ok(back):
+            break
+        v = back
+    for _ in range(4):
+        if not np.isfinite(v) or ok(v):
+            break
+        v = np.nextafter(v, toward)
+    return v if np.isfinite(v) and ok(v) else toward   # (a flush-to-zero mode breaks nextafter)
 
 
 class Exact:

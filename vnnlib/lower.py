@@ -25,6 +25,7 @@ from fractions import Fraction
 import numpy as np
 
 from .ast import And, Const, Formula, Lin, Or, Query
+from .exact import float_toward
 from .property import Case, Conjunct, Property
 from .tokens import Source
 
@@ -163,18 +164,6 @@ def _group(terms: list[Term]) -> list[tuple[list[Lin], list[list[Lin]]]]:
     return groups
 
 
-def _float_beyond(q: Fraction, toward: float) -> float:
-    """The float64 nearest to q, moved one step toward +-inf if it lies on the wrong side of q."""
-    try:
-        b = float(q)
-    except OverflowError:
-        return toward
-    f = Fraction(b) if math.isfinite(b) else None
-    if f is not None and (f < q if toward > 0 else f > q):
-        b = float(np.nextafter(b, toward))
-    return b
-
-
 # ---- cases --------------------------------------------------------------------------------------
 class _Bounds:
     """Box updates and extra rows collected in plain lists, applied with numpy at the end."""
@@ -191,17 +180,16 @@ class _Bounds:
                 rows.append(lin)
                 continue
             v, a, c = lin.vars[0], lin.coefs[0], lin.const
-            up = np.inf if a > 0 else -np.inf
-            if lin.exact is None and (a == 1.0 or a == -1.0):
+            out = 1 if a > 0 else -1            # outwards: up for an upper bound
+            plain = lin.exact is None or lin.exact.lazy   # then a reads +-1 exactly
+            if plain and (a == 1.0 or a == -1.0):
                 b = -c if a == 1.0 else c
-            elif lin.exact is not None and lin.exact.lazy:
-                b = -c if a == 1.0 else c
-                if not lin.exact.const_is_float():   # the decimal lies between two floats
-                    b = float(np.nextafter(b, up))
+                if lin.exact is not None and not lin.exact.const_is_float():
+                    b = float(np.nextafter(b, out * np.inf))   # the decimal lies between two floats
             else:
                 (ra,), rc = lin.rational()
                 exact = -rc / ra
-                b = _float_beyond(exact, up)   # may overflow to +-inf: then "no bound" is reported
+                b = float(float_toward(exact, out))   # may be +-inf: then "no bound" is reported
                 if Fraction(b) != exact:
                     rows.append(lin)
             b += 0.0    # no -0.0 in the box
@@ -248,27 +236,25 @@ def _cases(q: Query, src: Source, common: list[Lin],
     )
     # the float box is rounded outwards: a box a few ulps wide may still be empty exactly
     thin = (HI - LO <= 4 * np.spacing(np.maximum(np.abs(LO), np.abs(HI)))).any(axis=1)
-    return tuple(c for g, c in zip(keep.tolist(), cases)
-                 if not (c.lo > c.hi).any() and not (thin[g] and c.is_empty()))
+    return tuple(c for g, c in zip(keep.tolist(), cases) if c is not None and not (thin[g] and c.is_empty()))
 
 
 MAX_PROPAGATION_TERMS = 20_000   # comparison terms per case propagated in Fractions (~50 ms)
 
 
-def _tightened(case: Case, rows: list[Lin]) -> Case:
+def _tightened(case: Case, rows: list[Lin]) -> Case | None:
     """The case with its box cut down by its comparisons over several inputs (exact interval
-    propagation, ExactBox.propagate), rounded outwards; the case itself when it has none, or
-    too many terms to propagate cheaply."""
+    propagation, ExactBox.propagate), rounded outwards; None when that empties it; the case
+    itself when it has none, or too many terms to propagate cheaply."""
     multi = [lin for lin in rows if len(lin.vars) > 1]
     if not multi or sum(len(lin.vars) for lin in multi) > MAX_PROPAGATION_TERMS:
         return case
     box = case.exact_box()
     box.propagate(multi)
     if box.empty:
-        lo, hi = case.lo, case.lo - 1.0          # an empty float box: the case is dropped
-    else:
-        lo = np.maximum(case.lo, [_float_beyond(b, -np.inf) for b in box.lo])
-        hi = np.minimum(case.hi, [_float_beyond(b, np.inf) for b in box.hi])
+        return None
+    lo = np.maximum(case.lo, [float_toward(b, -1) for b in box.lo])
+    hi = np.minimum(case.hi, [float_toward(b, +1) for b in box.hi])
     for arr in (lo, hi):
         arr.flags.writeable = False
     tight = Case(lo, hi, case.region, case.A_in, case.b_in, case.lins)
@@ -369,7 +355,7 @@ def _float_row(lin: Lin) -> tuple[tuple[float, ...], float, bool] | None:
         if any(abs(c) > _TWO53 for c in coefs):
             return None
         const = const * scale
-    down = _float_beyond(const, -np.inf)
+    down = float(float_toward(const, -1))
     if not math.isfinite(down):
         return None
     return tuple(float(c) for c in coefs), down, False

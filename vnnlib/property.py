@@ -11,9 +11,10 @@ elements.  All arrays are float64; they are never rounded to float32 here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from fractions import Fraction
 
 import numpy as np
+
+from .exact import float_toward
 
 
 @dataclass(frozen=True)
@@ -184,28 +185,12 @@ class ExactBox:
 
 
 def _first_value(ftype, bound, strict: bool, direction: int):
-    """The first value of the float type ftype at or beyond bound in the direction (+1: the
-    smallest v >= bound, > if strict; -1: the largest v <= bound), by exact comparisons; the
-    type's largest finite magnitude when there is no bound (a 2.0 query may leave inputs
-    unbounded: then any finite value is allowed)."""
-    big = np.finfo(ftype).max
+    """exact.float_toward, or the type's largest finite magnitude when there is no bound (a 2.0
+    query may leave inputs unbounded: then any finite value is allowed)."""
     if bound is None:
+        big = np.finfo(ftype).max
         return ftype(-big if direction > 0 else big)
-    toward = ftype(np.inf * direction)
-    v = ftype(float(bound)) if abs(bound) <= Fraction(float(big)) else ftype(np.inf * np.sign(bound))
-    ok = lambda v: (Fraction(float(v)) - bound) * direction > 0 or (not strict and Fraction(float(v)) == bound)
-    for _ in range(4):                # float() then ftype() may round twice: step back
-        back = np.nextafter(v, -toward)
-        if not np.isfinite(back) or back == v or not ok(back):
-            break
-        v = back
-    for _ in range(4):
-        if not np.isfinite(v) or ok(v):
-            break
-        v = np.nextafter(v, toward)
-    if not (np.isfinite(v) and ok(v)):
-        return ftype(np.inf * direction)    # none (or a flush-to-zero mode broke nextafter)
-    return v
+    return float_toward(bound, direction, ftype, strict)
 
 
 @dataclass(frozen=True)
