@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from typing import Mapping
 
 from .budget import Deadline
 from .config import VerifyConfig
@@ -47,6 +48,18 @@ def load_checked(onnx_path: str | os.PathLike):
     return graph, ref
 
 
+def _unbounded(prop) -> str | None:
+    """Why no bound can be computed, when some case leaves an input element unbounded (VNN-LIB
+    2.0 allows it; the engine's bounds and its search both need a box)."""
+    import numpy as np
+
+    for case in prop.cases:
+        bad = np.flatnonzero(~(np.isfinite(case.lo) & np.isfinite(case.hi)))
+        if bad.size:
+            return f"input element {int(bad[0])} has no finite bounds in some case: nothing can be bounded"
+    return None
+
+
 def _out_of_time(t0: float) -> Result:
     return Result(Verdict.TIMEOUT, seconds=time.monotonic() - t0, reason="the time limit passed before the search")
 
@@ -72,13 +85,36 @@ def float_semantics(prop) -> bool:
                                          for v in tuple(prop.inputs) + tuple(prop.outputs))
 
 
-def verify(onnx_path: str | os.PathLike, vnnlib_path: str | os.PathLike, timeout: float = 60.0,
-           config: VerifyConfig | None = None, prop=None, deadline: Deadline | None = None) -> Result:
+def _load(onnx_path, prop):
+    """(graph, reference, property) for the query: one model as given, or (a mapping of network
+    names to model files, or a query beyond one input and one output) the composed graph of
+    every network (verifier/joint.py)."""
+    from .joint import load_joint, needs_joint
+
+    if isinstance(onnx_path, Mapping) or needs_joint(prop):
+        if prop.version != "2.0":
+            raise InputError("several networks need a VNN-LIB 2.0 query")
+        networks = onnx_path if isinstance(onnx_path, Mapping) else {prop.network: onnx_path}
+        if not needs_joint(prop):
+            if set(networks) != {prop.network}:
+                raise InputError(f"the query declares network {prop.network!r} but the models given are for "
+                                 f"{', '.join(sorted(networks)) or 'none'}")
+            return (*load_checked(networks[prop.network]), prop)
+        return load_joint(prop, networks)
+    return (*load_checked(onnx_path), prop)
+
+
+def verify(onnx_path: str | os.PathLike | Mapping[str, str | os.PathLike], vnnlib_path: str | os.PathLike,
+           timeout: float = 60.0, config: VerifyConfig | None = None, prop=None,
+           deadline: Deadline | None = None) -> Result:
     """Decide the VNN-LIB property on the ONNX network within `timeout` seconds.
 
-    Returns a Result: UNSAT (proved), SAT (with a counterexample confirmed by onnxruntime:
-    result.x the flat input, result.y the flat output), UNKNOWN or TIMEOUT.  Raises InputError
-    for unreadable or unsupported inputs.  `prop`: an already parsed property (skips parsing).
+    onnx_path: the model, or for a VNN-LIB 2.0 query a mapping from each declared network that
+    takes a model (all but equal-to ones) to its file.  Returns a Result: UNSAT (proved), SAT
+    (with a counterexample confirmed by onnxruntime on every model: result.x the flat input
+    elements, result.y the flat observed elements, both in the query's code order), UNKNOWN or
+    TIMEOUT.  Raises InputError for unreadable or unsupported inputs.  `prop`: an already
+    parsed property (skips parsing).
     """
     cfg = config or VerifyConfig(timeout_s=timeout)
     if config is not None and timeout != cfg.timeout_s:
@@ -94,7 +130,10 @@ def verify(onnx_path: str | os.PathLike, vnnlib_path: str | os.PathLike, timeout
 
     if deadline.expired():   # the limit counts from the command's start: imports included
         return _out_of_time(t0)
-    graph, ref = load_checked(onnx_path)
+    graph, ref, prop = _load(onnx_path, prop)
+    unbounded = _unbounded(prop)
+    if unbounded is not None:
+        return Result(Verdict.UNKNOWN, seconds=time.monotonic() - t0, reason=unbounded)
     check_faithful(graph, ref, prop)
     if deadline.expired():
         return _out_of_time(t0)

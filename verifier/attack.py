@@ -70,7 +70,8 @@ def _per_conjunct(graph: Graph, sp: Cases, deadline: Deadline, cfg: AttackConfig
     valid = torch.zeros((owner.numel(), sp.valid.shape[1]), dtype=torch.bool, device=sp.valid.device)
     valid[torch.arange(owner.numel(), device=valid.device), conj] = True
     o = owner.cpu().numpy()
-    sub = Cases(sp.lo[owner], sp.hi[owner], sp.C[owner], sp.d[owner], sp.member[owner], valid, sp.case[o])
+    sub = Cases(sp.lo[owner], sp.hi[owner], sp.C[owner], sp.d[owner], sp.member[owner], valid, sp.case[o],
+                None if sp.strict is None else sp.strict[owner])
     xs, vs = attack(graph, sub, deadline, replace(cfg, per_conjunct_max=0), generator)
     best = torch.full((P,), float("inf"), dtype=vs.dtype, device=vs.device).scatter_reduce(0, owner, vs, "amin")
     pick = torch.full((P,), -1, dtype=torch.long, device=vs.device)

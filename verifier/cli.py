@@ -117,44 +117,62 @@ def _networks(args_networks: list[str]) -> dict[str, str]:
     return out
 
 
-def _model_path(prop, networks: dict[str, str]) -> str:
+def _model_path(prop, networks: dict[str, str]):
+    """The model file (VNN-LIB 1.0), or the --network mapping checked against the query's
+    networks (2.0: every network but equal-to ones takes exactly one)."""
     if prop.version == "1.0":
         if len(networks) != 1:
             raise UsageError(f"a VNN-LIB 1.0 query needs exactly one --network, got {len(networks)}")
         return next(iter(networks.values()))
-    if set(networks) != {prop.network}:
-        raise UsageError(f"the query declares network {prop.network!r} but --network gave "
-                         f"{', '.join(sorted(networks)) or 'none'}")
-    return networks[prop.network]
+    need = [n.name for n in prop.networks if n.equal_to is None]
+    if sorted(networks) != sorted(need):
+        raise UsageError(f"the query declares network(s) {', '.join(need)} that take a model but --network "
+                         f"gave {', '.join(sorted(networks)) or 'none'}")
+    return networks
 
 
-def _check_types(prop, model_path: str) -> None:
-    """Declared element types must be supported and match the model's (except `real`)."""
+def _paths_by_network(prop, networks: dict[str, str]) -> dict[str, str]:
+    return {n.name: networks[n.equal_to or n.name] for n in prop.networks}
+
+
+def _model_types(path: str):
+    """(input element types, output element types) of the model: ONNX type codes."""
+    from .onnx_import import ModelError, load_model
+
+    try:
+        model = load_model(path)
+    except ModelError as e:
+        raise UsageError(str(e)) from None
+    inits = {i.name for i in model.graph.initializer}
+    ins = {i.name: i.type.tensor_type.elem_type for i in model.graph.input if i.name not in inits}
+    outs = {o.name: o.type.tensor_type.elem_type for o in model.graph.output}
+    return ins, outs
+
+
+def _check_types(prop, models) -> None:
+    """Declared element types must be supported and match the model's (except `real`).  Hidden
+    tensors are checked by onnxruntime's typing when they are read."""
     if prop.version == "1.0":
         return
     import onnx
 
-    from .onnx_import import ModelError, load_model
-
-    try:
-        model = load_model(model_path)
-    except ModelError as e:
-        raise UsageError(str(e)) from None
-    inits = {i.name for i in model.graph.initializer}
-    ins = [i.type.tensor_type.elem_type for i in model.graph.input if i.name not in inits]
-    outs = [o.type.tensor_type.elem_type for o in model.graph.output]
-    for var, elem in list(zip(prop.inputs, ins)) + list(zip(prop.outputs, outs)):
-        t = var.dtype.lower()
-        if t not in ELEMENT_TYPES:
-            raise UsageError(f"element type {var.dtype} of {var.name} is not supported")
-        want = ELEMENT_TYPES[t]
-        if want is not None and want != elem:
-            raise UsageError(f"{var.name} is declared {var.dtype} but the model's tensor is "
-                             f"{onnx.helper.tensor_dtype_to_np_dtype(elem)}")
+    for net in prop.networks:
+        ins, outs = _model_types(models[net.equal_to or net.name])
+        pairs = [(v, ins.get(v.onnx_name) if v.onnx_name else e) for v, e in zip(net.inputs, ins.values())]
+        pairs += [(v, outs.get(v.onnx_name) if v.onnx_name else e) for v, e in zip(net.outputs, outs.values())]
+        for var, elem in pairs + [(v, None) for v in net.hidden]:
+            t = var.dtype.lower()
+            if t not in ELEMENT_TYPES:
+                raise UsageError(f"element type {var.dtype} of {var.name} is not supported")
+            want = ELEMENT_TYPES[t]
+            if want is not None and elem is not None and want != elem:
+                raise UsageError(f"{var.name} is declared {var.dtype} but the model's tensor is "
+                                 f"{onnx.helper.tensor_dtype_to_np_dtype(elem)}")
 
 
-def _assignment_blocks(prop, result, model_path: str):
-    """[(name, type, shape, flat values)] for every declared variable, inputs then outputs."""
+def _assignment_blocks(prop, result, model_path):
+    """[(name, type, shape, flat values)] for every declared variable: inputs, hidden tensors,
+    outputs, network by network (VNN-LIB 2.0), or X then Y (1.0)."""
     if prop.version == "1.0":
         from .onnx_import import load_model
 
@@ -165,8 +183,16 @@ def _assignment_blocks(prop, result, model_path: str):
         shape = lambda vi: [d.dim_value if d.dim_value > 0 else 1 for d in vi.type.tensor_type.shape.dim]
         tname = lambda vi: "float64" if vi.type.tensor_type.elem_type == 11 else "float32"
         return [("X", tname(inp), shape(inp), result.x), ("Y", tname(out), shape(out), result.y)]
-    return [(prop.inputs[0].name, prop.inputs[0].dtype, list(prop.inputs[0].shape), result.x),
-            (prop.outputs[0].name, prop.outputs[0].dtype, list(prop.outputs[0].shape), result.y)]
+    starts, blocks = {}, []
+    for side, variables, values in ((0, prop.inputs, result.x), (1, prop.outputs, result.y)):
+        at = 0
+        for v in variables:
+            starts[(side, v.name)] = values[at:at + v.size]
+            at += v.size
+    for net in prop.networks:
+        for side, v in [(0, v) for v in net.inputs] + [(1, v) for v in net.hidden + net.outputs]:
+            blocks.append((v.name, v.dtype, list(v.shape), starts[(side, v.name)]))
+    return blocks
 
 
 def _print_assignment(blocks) -> None:
@@ -215,7 +241,7 @@ def cmd_verify(args, started: float) -> int:
         networks = _networks(args.network)
         prop = load_property(args.query)
         model_path = _model_path(prop, networks)
-        _check_types(prop, model_path)
+        _check_types(prop, {} if prop.version == "1.0" else _paths_by_network(prop, model_path))
         with _stdout_for_the_verdict():
             result = verify(model_path, args.query, timeout=timeout, config=_config(args, timeout),
                             prop=prop, deadline=deadline)

@@ -33,6 +33,10 @@ class ReferenceModel:
         x = np.asarray(x_flat, dtype=self.input_dtype).reshape(self.input_shape)
         return np.asarray(self.session.run(None, {self.input_name: x})[0], dtype=np.float64).reshape(-1)
 
+    def place(self, x: np.ndarray, case: Case) -> np.ndarray | None:
+        """The candidate moved onto the input type's values inside the case's bounds."""
+        return snap_inside(x, case, self.input_dtype)
+
 
 def subnormals_flushed() -> bool:
     """Whether this thread flushes subnormal numbers to zero (FTZ/DAZ, as the engine sets for
@@ -111,7 +115,7 @@ def confirm_sat(ref: ReferenceModel, case: Case, x_flat: np.ndarray) -> Confirme
     comparison of the case exactly (rational arithmetic), and onnxruntime's output for it, run
     with IEEE arithmetic, must meet every comparison of one conjunct exactly."""
     with ieee_numerics():      # nextafter and onnxruntime too need subnormals
-        x = snap_inside(x_flat, case, ref.input_dtype)
+        x = ref.place(x_flat, case)
         if x is None:
             return None
         if not case.contains_input(x.astype(np.float64)) and case.A_in is not None:

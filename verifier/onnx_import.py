@@ -6,6 +6,7 @@ registry lacks is reported, all at once and by name, before any other work start
 from __future__ import annotations
 
 import gzip
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -200,22 +201,25 @@ def _static_shape(vi) -> list:
     return [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
 
 
-def _input_layout(model: onnx.ModelProto) -> tuple[str, tuple[int, ...], tuple[int, ...], int]:
+def _input_layouts(model: onnx.ModelProto) -> tuple[list[tuple[str, tuple[int, ...], tuple[int, ...]]], int]:
+    """[(name, IR shape, ONNX shape)] of every network input, and the batch-axis convention
+    they share (offset 0: a leading axis of size 1 that the IR's batch axis replaces; 1: none)."""
     inits = {i.name for i in model.graph.initializer}
     ins = [i for i in model.graph.input if i.name not in inits]
-    if len(ins) != 1:
-        raise ModelError(f"unsupported: {len(ins)} network inputs (exactly one is supported)")
-    dims = _static_shape(ins[0])
-    if len(dims) >= 2 and (dims[0] in (None, 0, 1)):
-        rest = dims[1:]
-        offset = 0
-    else:
-        rest = dims
-        offset = 1
-    if any(d in (None, 0) for d in rest):
-        raise ModelError(f"unsupported: input {ins[0].name!r} has a dynamic shape {dims}")
-    onnx_shape = ((1,) if offset == 0 else ()) + tuple(rest)
-    return ins[0].name, tuple(rest), onnx_shape, offset
+    if not ins:
+        raise ModelError("unsupported: the model has no input")
+    out, offsets = [], set()
+    for vi in ins:
+        dims = _static_shape(vi)
+        offset = 0 if len(dims) >= 2 and dims[0] in (None, 0, 1) else 1
+        rest = dims[1:] if offset == 0 else dims
+        if any(d in (None, 0) for d in rest):
+            raise ModelError(f"unsupported: input {vi.name!r} has a dynamic shape {dims}")
+        out.append((vi.name, tuple(rest), ((1,) if offset == 0 else ()) + tuple(rest)))
+        offsets.add(offset)
+    if len(offsets) > 1:
+        raise ModelError("unsupported: inputs of which some have a leading batch axis and some not")
+    return out, offsets.pop()
 
 
 def _shape_of_var(ctx: ImportContext, node: onnx.NodeProto) -> np.ndarray:
@@ -262,27 +266,59 @@ def check_element_types(model: onnx.ModelProto) -> None:
                                  f"(supported: {', '.join(FLOAT_TYPES.values())})")
 
 
-def to_graph(model: onnx.ModelProto) -> Graph:
-    """Convert a checked model to the IR (float64 parameters on the CPU)."""
+@dataclass(frozen=True)
+class Fragment:
+    """A model in the IR with all its inputs and any tensors read as outputs.
+
+    inputs: (IR name, IR shape, ONNX shape) per model input, in the model's order;
+    outputs: (IR name, ONNX shape) per tensor asked for; nodes: those the outputs need, in
+    topological order (an output may be an input itself)."""
+
+    inputs: tuple[tuple[str, tuple[int, ...], tuple[int, ...]], ...]
+    nodes: tuple[Node, ...]
+    outputs: tuple[tuple[str, tuple[int, ...]], ...]
+
+
+def to_fragment(model: onnx.ModelProto, tensors: list[str] | None = None) -> Fragment:
+    """Convert a checked model to the IR (float64 parameters on the CPU), reading the ONNX
+    tensors named (default: the model's outputs, in order)."""
     check_supported(model)
-    if len(model.graph.output) != 1:
-        raise ModelError(f"unsupported: {len(model.graph.output)} network outputs (exactly one is supported)")
     opset = _opset(model)
     check_element_types(model)
-    name, shape, onnx_shape, offset = _input_layout(model)
+    layouts, offset = _input_layouts(model)
     ctx = ImportContext(offset)
-    ctx.values[name] = name
-    ctx.shapes[name] = shape
+    for name, shape, _ in layouts:
+        ctx.values[name] = name
+        ctx.shapes[name] = shape
     for init in model.graph.initializer:
         ctx.consts[init.name] = numpy_helper.to_array(init)
     for node in model.graph.node:
         _import_node(ctx, node, opset)
-    out = model.graph.output[0].name
-    if out not in ctx.values:
-        raise ModelError("unsupported: the network output does not depend on its input")
-    out_ir = ctx.var(out)
-    return Graph(name, shape, tuple(_live_nodes(ctx.nodes, out_ir)), out_ir, onnx_shape,
-                 ctx.onnx_shape(out_ir) if out_ir != name else onnx_shape)
+    tensors = [o.name for o in model.graph.output] if tensors is None else list(tensors)
+    outs = []
+    for t in tensors:
+        if t not in ctx.values:
+            what = "is not a tensor of the model" if t not in ctx.consts else "does not depend on the input"
+            raise ModelError(f"unsupported: the tensor {t!r} {what}")
+        ir = ctx.var(t)
+        outs.append((ir, ctx.onnx_shape(ir)))
+    live = _live_nodes(ctx.nodes, {ir for ir, _ in outs})
+    return Fragment(tuple(layouts), tuple(live), tuple(outs))
+
+
+def to_graph(model: onnx.ModelProto) -> Graph:
+    """Convert a checked model of one input and one output to the IR (float64, CPU)."""
+    check_supported(model)
+    if len(model.graph.output) != 1:
+        raise ModelError(f"unsupported: {len(model.graph.output)} network outputs (exactly one is supported)")
+    inits = {i.name for i in model.graph.initializer}
+    n_in = sum(1 for i in model.graph.input if i.name not in inits)
+    if n_in != 1:
+        raise ModelError(f"unsupported: {n_in} network inputs (exactly one is supported)")
+    frag = to_fragment(model)
+    (name, shape, onnx_shape), = frag.inputs
+    (out_ir, out_shape), = frag.outputs
+    return Graph(name, shape, frag.nodes, out_ir, onnx_shape, out_shape)
 
 
 def _import_node(ctx: ImportContext, node: onnx.NodeProto, opset: int) -> None:
@@ -316,8 +352,8 @@ def _finite(v) -> bool:
     return True
 
 
-def _live_nodes(nodes: list[Node], out: str) -> list[Node]:
-    needed = {out}
+def _live_nodes(nodes: list[Node], outs: set[str]) -> list[Node]:
+    needed = set(outs)
     keep = []
     for n in reversed(nodes):
         if n.name in needed:

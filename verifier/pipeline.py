@@ -105,7 +105,7 @@ def try_confirm(q: Query, cases: Cases, xs: torch.Tensor, vs: torch.Tensor) -> R
 
 def _as_float32(cs: Cases) -> Cases:
     f = lambda t: t.to(torch.float32)
-    return Cases(f(cs.lo), f(cs.hi), f(cs.C), f(cs.d), cs.member, cs.valid, cs.case)
+    return replace(cs, lo=f(cs.lo), hi=f(cs.hi), C=f(cs.C), d=f(cs.d))
 
 
 def stage_attack(q: Query, cases: Cases, cfg: AttackConfig | None = None, round_: int = 0) -> Result | None:

@@ -25,7 +25,8 @@ class SpecError(Exception):
 @dataclass(frozen=True)
 class Cases:
     """lo, hi: (K, *input_shape); C: (K, Q, n_out); d: (K, Q); member: (K, J, Q) bool;
-    valid: (K, J) bool (conjunct j exists in case k); case: (K,) index into Property.cases."""
+    valid: (K, J) bool (conjunct j exists in case k); case: (K,) index into Property.cases;
+    strict: (K, Q) bool, the row means c.y + d < 0 (None: no row is strict)."""
 
     lo: Tensor
     hi: Tensor
@@ -34,6 +35,7 @@ class Cases:
     member: Tensor
     valid: Tensor
     case: np.ndarray
+    strict: Tensor | None = None
 
     def __len__(self) -> int:
         return self.lo.shape[0]
@@ -41,12 +43,12 @@ class Cases:
     def select(self, idx) -> "Cases":
         i = torch.as_tensor(np.asarray(idx, dtype=np.int64), device=self.lo.device)
         return Cases(self.lo[i], self.hi[i], self.C[i], self.d[i], self.member[i], self.valid[i],
-                     self.case[np.asarray(idx, dtype=np.int64)])
+                     self.case[np.asarray(idx, dtype=np.int64)], None if self.strict is None else self.strict[i])
 
     def with_box(self, lo: Tensor, hi: Tensor, parent: Tensor) -> "Cases":
         """The same rows over new boxes; parent[i] is the case whose rows box i inherits."""
         return Cases(lo, hi, self.C[parent], self.d[parent], self.member[parent], self.valid[parent],
-                     self.case[parent.cpu().numpy()])
+                     self.case[parent.cpu().numpy()], None if self.strict is None else self.strict[parent])
 
 
 def build_cases(prop: Property, input_shape: tuple[int, ...], n_out: int,
@@ -65,6 +67,7 @@ def build_cases(prop: Property, input_shape: tuple[int, ...], n_out: int,
     C = np.zeros((K, Q, n_out))
     d = np.zeros((K, Q))
     member = np.zeros((K, J, Q), dtype=bool)
+    strict = np.zeros((K, Q), dtype=bool)
     valid = np.zeros((K, J), dtype=bool)
     lo, hi = np.empty((K, n_in)), np.empty((K, n_in))
     for k, case in enumerate(prop.cases):
@@ -73,6 +76,7 @@ def build_cases(prop: Property, input_shape: tuple[int, ...], n_out: int,
         for j, conj in enumerate(case.region):
             m = conj.C.shape[0]
             C[k, r:r + m], d[k, r:r + m] = conj.C, conj.d
+            strict[k, r:r + m] = conj.strict
             member[k, j, r:r + m] = True
             valid[k, j] = True
             r += m
@@ -85,7 +89,7 @@ def build_cases(prop: Property, input_shape: tuple[int, ...], n_out: int,
     return Cases(_round_box(lo, dtype, device, -1).reshape(shape), _round_box(hi, dtype, device, +1).reshape(shape),
                  Ct.to(device), _round_box(d, dtype, device, -1),
                  torch.as_tensor(member, device=device), torch.as_tensor(valid, device=device),
-                 np.arange(K, dtype=np.int64))
+                 np.arange(K, dtype=np.int64), torch.as_tensor(strict, device=device))
 
 
 def _round_box(a: np.ndarray, dtype: torch.dtype, device, direction: int) -> Tensor:
@@ -111,8 +115,10 @@ def violation(cs: Cases, y: Tensor) -> Tensor:
 def conjuncts_refuted(cs: Cases, lb: Tensor, tol: float) -> Tensor:
     """lb: (K, Q) rigorous lower bounds of the rows (rounding accounted for) -> (K, J):
     conjunct j of case k is refuted.  Only a finite bound strictly above tol (0: see
-    bound_tolerance) proves anything; +inf and NaN never do."""
-    ok = torch.isfinite(lb) & (lb > tol)
+    bound_tolerance) proves anything, or for a strict row (c.y + d < 0) one at or above it:
+    a row that is never negative never holds strictly.  +inf and NaN never prove anything."""
+    above = (lb > tol) if cs.strict is None else ((lb > tol) | (cs.strict & (lb >= tol)))
+    ok = torch.isfinite(lb) & above
     return (cs.member & ok.unsqueeze(1)).any(-1)
 
 

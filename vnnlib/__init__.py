@@ -1,4 +1,4 @@
-"""Strict, fast parser for VNN-LIB 1.0 (VNN-COMP) and single-network VNN-LIB 2.0 queries.
+"""Strict, fast parser for VNN-LIB 1.0 (VNN-COMP) and VNN-LIB 2.0 queries.
 
     prop = vnnlib.parse_file("prop_7.vnnlib")        # or .vnnlib.gz
     prop = vnnlib.parse_text(text, source="<stdin>")
@@ -20,12 +20,12 @@ from contextlib import contextmanager
 from . import v1, v2
 from .errors import VnnlibError
 from .lower import lower as _lower
-from .property import Case, Conjunct, Property, Variable
+from .property import Case, Conjunct, Network, Property, Variable
 from .sexpr import build
 from .tokens import Source, line_col, tokenize
 
 __all__ = ["parse_file", "parse_text", "sniff_version", "VnnlibError",
-           "Property", "Case", "Conjunct", "Variable"]
+           "Property", "Case", "Conjunct", "Network", "Variable"]
 
 _SNIFF_BYTES = 1 << 16
 

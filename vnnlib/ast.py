@@ -119,6 +119,7 @@ class Query:
     assert_tokens: tuple[int, ...]
     element_name: Callable[[int], str]
     element_token: Callable[[int], int]
+    networks: tuple = ()    # tuple[property.Network, ...] (VNN-LIB 2.0)
 
     @property
     def n_in(self) -> int:

@@ -19,7 +19,7 @@ from .exact import Exact
 from .sexpr import FIRST, SExpr, token_index
 from .tokens import Source
 
-LE, GE, LT, GT, EQ = "<=", ">=", "<", ">", "eq"
+LE, GE, LT, GT, EQ, NE = "<=", ">=", "<", ">", "eq", "ne"
 _NUM_START = frozenset("0123456789.")
 _MAX = 1.7976931348623157e308
 CONNECTIVES = ("and", "or")
@@ -251,6 +251,8 @@ class Converter:
         tb = self.term(node, FIRST + 2)
         if kind is EQ:
             return conj([self._diff(ta, tb, False, node), self._diff(tb, ta, False, node)])
+        if kind is NE:   # exactly its disjunction: a < b or a > b
+            return disj([self._diff(ta, tb, True, node), self._diff(tb, ta, True, node)])
         if kind is GE or kind is GT:
             ta, tb = tb, ta
         return self._diff(ta, tb, kind is LT or kind is GT, node)
@@ -262,6 +264,9 @@ class Converter:
         if kind is EQ:
             f, g = _pair(x, y, False, xt, yt), _pair(y, x, False, yt, xt)
             return None if f is None or g is None else conj([f, g])
+        if kind is NE:
+            f, g = _pair(x, y, True, xt, yt), _pair(y, x, True, yt, xt)
+            return None if f is None or g is None else disj([f, g])
         if kind is GE or kind is GT:
             x, y, xt, yt = y, x, yt, xt
         return _pair(x, y, kind is LT or kind is GT, xt, yt)

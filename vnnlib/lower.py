@@ -8,7 +8,8 @@
    ``Case``; its region lists the terms' output conjunctions in order.  An empty output part is
    the conjunct with zero rows: every output violates.
 3. An input comparison on one variable tightens the case's box; others become ``A_in`` rows.
-   Every input element needs a finite lower and upper bound in every case.  A case whose box
+   In VNN-LIB 1.0 every input element needs a finite lower and upper bound in every case; 2.0
+   allows unbounded inputs (the box is then infinite there).  A case whose box
    is empty (lo > hi somewhere) is dropped; when all are dropped, ``cases == ()``.
 
 Exactness: ``a*x + c <= 0`` with ``a = +-1`` gives the bound ``-c/a`` exactly.  For other ``a``
@@ -63,7 +64,7 @@ def lower(q: Query, src: Source) -> Property:
         if terms:
             cases = _cases(q, src, common, _group(terms), n_in, n_out)
     return Property(cases=cases, inputs=q.inputs, outputs=q.outputs, version=q.version,
-                    network=q.network, n_in=n_in, n_out=n_out)
+                    network=q.network, n_in=n_in, n_out=n_out, networks=q.networks)
 
 
 # ---- DNF ----------------------------------------------------------------------------------------
@@ -225,7 +226,8 @@ def _cases(q: Query, src: Source, common: list[Lin],
     bounds.apply(LO, HI)
 
     keep = np.flatnonzero(~(LO > HI).any(axis=1))
-    _check_bounded(q, src, LO[keep], HI[keep], keep, G)
+    if q.version == "1.0":   # 2.0 allows unbounded inputs (a proof then needs bounds derived from rows)
+        _check_bounded(q, src, LO[keep], HI[keep], keep, G)
     LO.flags.writeable = False
     HI.flags.writeable = False
     regions = _regions(common_out, [groups[g][1] for g in keep], n_out)
@@ -253,8 +255,8 @@ def _tightened(case: Case, rows: list[Lin]) -> Case | None:
     box.propagate(multi)
     if box.empty:
         return None
-    lo = np.maximum(case.lo, [float_toward(b, -1) for b in box.lo])
-    hi = np.minimum(case.hi, [float_toward(b, +1) for b in box.hi])
+    lo = np.maximum(case.lo, [-np.inf if b is None else float_toward(b, -1) for b in box.lo])
+    hi = np.minimum(case.hi, [np.inf if b is None else float_toward(b, +1) for b in box.hi])
     for arr in (lo, hi):
         arr.flags.writeable = False
     tight = Case(lo, hi, case.region, case.A_in, case.b_in, case.lins)

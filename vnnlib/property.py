@@ -19,11 +19,13 @@ from .exact import float_toward
 
 @dataclass(frozen=True)
 class Variable:
-    """A declared input or output tensor: name, element type (as written), shape."""
+    """A declared input, hidden or output tensor: name, element type (as written), shape, and
+    the ONNX tensor it names when the query says (mandatory for hidden tensors)."""
 
     name: str
     dtype: str
     shape: tuple[int, ...]
+    onnx_name: str | None = None
 
     @property
     def size(self) -> int:
@@ -147,24 +149,33 @@ class ExactBox:
         """Tighten the bounds with comparisons over several inputs (interval propagation, exact):
         from sum_j a_j x_j + c <= 0, a_i x_i <= -c - sum_{j != i} min over the box of a_j x_j.
         Strictness is dropped on what is derived (a closed superset: sound for bounding, for
-        snapping candidates, which are still checked exactly, and for emptiness).  Needs every
-        element bounded on both sides."""
-        if any(v is None for v in self.lo) or any(v is None for v in self.hi):
-            return
+        snapping candidates, which are still checked exactly, and for emptiness).  A term whose
+        minimum is unbounded (a missing bound, VNN-LIB 2.0) leaves only that term's element to
+        be bounded by the comparison, and nothing when there are two such terms."""
         for _ in range(passes):
             changed = False
             for lin in lins:
                 coefs, c = lin.rational()
-                low = [min(a * self.lo[v], a * self.hi[v]) for v, a in zip(lin.vars, coefs)]
-                total = c + sum(low)
-                for (v, a), lv in zip(zip(lin.vars, coefs), low):
-                    b = -(total - lv) / a
-                    if a > 0 and b < self.hi[v]:
+                low = [self._low_term(v, a) for v, a in zip(lin.vars, coefs)]
+                free = [k for k, lv in enumerate(low) if lv is None]
+                if len(free) > 1:
+                    continue
+                total = c + sum(lv for lv in low if lv is not None)
+                for k, (v, a) in enumerate(zip(lin.vars, coefs)):
+                    if free and k != free[0]:
+                        continue
+                    b = -(total - (low[k] or 0)) / a
+                    if a > 0 and (self.hi[v] is None or b < self.hi[v]):
                         self.hi[v], self.hi_strict[v], changed = b, False, True
-                    elif a < 0 and b > self.lo[v]:
+                    elif a < 0 and (self.lo[v] is None or b > self.lo[v]):
                         self.lo[v], self.lo_strict[v], changed = b, False, True
             if not changed:
                 return
+
+    def _low_term(self, v: int, a):
+        """min of a x_v over the bounds of x_v, None when unbounded."""
+        bound = self.lo[v] if a > 0 else self.hi[v]
+        return None if bound is None else a * bound
 
     @property
     def empty(self) -> bool:
@@ -194,12 +205,36 @@ def _first_value(ftype, bound, strict: bool, direction: int):
 
 
 @dataclass(frozen=True)
+class Network:
+    """A declared network: its inputs, hidden tensors and outputs in declaration order, and
+    what it is said to be: the same model as another (``equal_to``) or the same graph with
+    other weights (``isomorphic_to``).
+
+    Element codes: the inputs of all networks, network after network, are the input elements
+    0..n_in-1; the hidden tensors then the outputs of each network, network after network, are
+    the output elements 0..n_out-1 (``observed``)."""
+
+    name: str
+    inputs: tuple[Variable, ...]
+    outputs: tuple[Variable, ...]
+    hidden: tuple[Variable, ...] = ()
+    equal_to: str | None = None
+    isomorphic_to: str | None = None
+
+    @property
+    def observed(self) -> tuple[Variable, ...]:
+        """The output-side variables in code order: hidden tensors, then outputs."""
+        return self.hidden + self.outputs
+
+
+@dataclass(frozen=True)
 class Property:
     """A lowered query: the disjunction of its cases, plus what was declared.
 
-    version: "1.0" or "2.0".  network: the declared network name (None for VNN-LIB 1.0).
-    inputs / outputs: the declared variables, in declaration order (for 1.0: one input "X"
-    and one output "Y", flattened, shapes (n_in,) and (n_out,)).
+    version: "1.0" or "2.0".  network: the first declared network's name (None for VNN-LIB 1.0).
+    inputs / outputs: the declared variables in code order (for 1.0: one input "X" and one
+    output "Y", flattened, shapes (n_in,) and (n_out,)); outputs include hidden tensors.
+    networks: the declared networks (VNN-LIB 2.0; empty for 1.0).
     """
 
     cases: tuple[Case, ...]
@@ -209,3 +244,4 @@ class Property:
     network: str | None = None
     n_in: int = field(default=0)
     n_out: int = field(default=0)
+    networks: tuple[Network, ...] = ()

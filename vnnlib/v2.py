@@ -1,13 +1,16 @@
-"""VNN-LIB 2.0 front end (single network): s-expressions -> ``Query``.
+"""VNN-LIB 2.0 front end: s-expressions -> ``Query``.
 
-Supported: ``(vnnlib-version <2.x>)`` first, one ``declare-network`` with one ``declare-input``
-and one ``declare-output`` (theories SNET, SIO, NH), element types of ONNX or ``real``/``Real``,
-full zero-based indexing ``X[i,j]`` (flattened row-major), a scalar (shape ``[]``) referenced
-by its bare name, comparisons ``<= >= < > ==``, ``+ - *`` (LIN), ``and``/``or``.
+Supported: ``(vnnlib-version <2.x>)`` first; any number of ``declare-network``, each with at
+most one ``(equal-to F)`` or ``(isomorphic-to F)`` (F declared before it, without such a line
+itself), then its inputs, hidden tensors and outputs (``declare-input``, ``declare-hidden``,
+``declare-output``: NAME TYPE SHAPE and an ONNX tensor name in double quotes, mandatory for
+hidden tensors); element types of ONNX or ``real``/``Real``; full zero-based indexing
+``X[i,j]`` (flattened row-major), a scalar (shape ``[]``) referenced by its bare name;
+comparisons ``<= >= < > == !=`` (``!=`` as its disjunction ``<`` or ``>``), ``+ - *`` (LIN),
+``and``/``or``.  Element codes: ``property.Network``.
 
-Refused with the name of the theory needed: several networks or ``equal-to``/``isomorphic-to``
-(MNET/MENET/MINET), several inputs or outputs (MIO), ``declare-hidden`` (H), non-linear products
-(POLY), ``!=``, ``initialized`` inputs, and constraints that mix inputs and outputs (MNC).
+Refused: non-linear products (POLY), ``initialized`` inputs, and constraints that mix inputs
+with outputs or hidden tensors (MNC).
 
 Legacy converter output: some published 2.0 files declare ``X Real [0]`` and then list the
 elements SMT-LIB style, ``(declare-fun X[0] () Real)`` ... .  A variable declared with shape
@@ -16,13 +19,14 @@ declared); anywhere else ``declare-fun`` is an error.
 """
 from __future__ import annotations
 
+import bisect
 import re
 
 import numpy as np
 
 from .ast import Query
-from .formula import EQ, GE, GT, LE, LT, Converter, Dialect, SymbolError
-from .property import Variable
+from .formula import EQ, GE, GT, LE, LT, NE, Converter, Dialect, SymbolError
+from .property import Network, Variable
 from .sexpr import FIRST, SExpr, head, token_index
 from .tokens import Source
 
@@ -39,34 +43,38 @@ ELEMENT_TYPES = frozenset((
 ))
 
 DIALECT = Dialect(
-    compare={"<=": LE, ">=": GE, "<": LT, ">": GT, "==": EQ},
+    compare={"<=": LE, ">=": GE, "<": LT, ">": GT, "==": EQ, "!=": NE},
     refuse={
-        "!=": "unsupported: !=",
         "=": "unknown operator '=': VNN-LIB 2.0 writes equality as '=='",
         "not": "unsupported: not",
         "/": "unsupported operator '/': division",
     },
 )
 
-_THEORY = {
-    "equal-to": "(equal-to ...) relates several networks: MENET theory unsupported",
-    "isomorphic-to": "(isomorphic-to ...) relates several networks: MINET theory unsupported",
-    "declare-hidden": "hidden nodes: H theory unsupported",
-}
+_RELATIONS = ("equal-to", "isomorphic-to")
+_KINDS = {"declare-input": 0, "declare-hidden": 1, "declare-output": 2}
 
 
 class _Var:
-    """A declared tensor while the declarations are read."""
+    """A declared tensor while the declarations are read.  side 0: input, 1: output side
+    (hidden tensors and outputs); offset: the code of its first element on its side."""
 
-    def __init__(self, name: str, dtype: str, shape: tuple[int, ...], token: int, side: int):
+    def __init__(self, name: str, dtype: str, shape: tuple[int, ...], token: int, side: int,
+                 onnx_name: str | None = None):
         self.name, self.dtype, self.shape, self.token, self.side = name, dtype, shape, token, side
+        self.onnx_name = onnx_name
+        self.offset = 0
         self.legacy: dict[int, int] = {}   # element index -> token of its declare-fun
 
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+
     def variable(self) -> Variable:
-        return Variable(self.name, self.dtype, self.shape)
+        return Variable(self.name, self.dtype, self.shape, self.onnx_name)
 
     def code(self, flat: int) -> int:
-        return flat if self.side == 0 else ~flat
+        return self.offset + flat if self.side == 0 else ~(self.offset + flat)
 
     def element(self, flat: int) -> str:
         if not self.shape:
@@ -75,12 +83,25 @@ class _Var:
         return f"{self.name}[{','.join(str(int(i)) for i in idx)}]"
 
 
+class _Net:
+    def __init__(self, name: str, token: int):
+        self.name, self.token = name, token
+        self.relation: tuple[str, str, int] | None = None     # (kind, target, token)
+        self.parts: tuple[list[_Var], list[_Var], list[_Var]] = ([], [], [])   # inputs, hidden, outputs
+
+    def network(self) -> Network:
+        ins, hid, outs = ([v.variable() for v in part] for part in self.parts)
+        kind, target = self.relation[:2] if self.relation else (None, None)
+        return Network(self.name, tuple(ins), tuple(outs), tuple(hid),
+                       equal_to=target if kind == "equal-to" else None,
+                       isomorphic_to=target if kind == "isomorphic-to" else None)
+
+
 def parse(src: Source, root: SExpr) -> Query:
     """The query of a VNN-LIB 2.0 text whose s-expressions are root."""
     _version(src, root)
-    network: str | None = None
-    x: _Var | None = None
-    y: _Var | None = None
+    nets: list[_Net] = []
+    variables: dict[str, _Var] = {}
     asserts, assert_tokens = [], []
     conv: Converter | None = None
     for j in range(FIRST + 1, len(root)):
@@ -89,12 +110,11 @@ def parse(src: Source, root: SExpr) -> Query:
             raise src.error(token_index(root, j), f"expected a command '(...)', got {node!r}")
         cmd = head(node)
         if cmd == "assert":
-            if x is None or y is None:
+            if not nets:
                 raise src.error(node[0], "assert before any declare-network")
             if conv is None:
-                _finish(src, x)
-                _finish(src, y)
-                conv = Converter(src, DIALECT, _resolver(x, y, network))
+                _finish_all(src, nets)
+                conv = Converter(src, DIALECT, _resolver(variables, {n.name for n in nets}))
             if len(node) != FIRST + 2:
                 raise conv.fail(node, min(len(node), FIRST + 2),
                                 f"'assert' takes 1 formula, got {len(node) - FIRST - 1}")
@@ -103,35 +123,42 @@ def parse(src: Source, root: SExpr) -> Query:
         elif cmd in ("declare-network", "declare-fun") and conv is not None:
             raise src.error(node[0], f"{cmd} after an assert: declarations come first")
         elif cmd == "declare-network":
-            if network is not None:
-                raise src.error(node[0], "several networks: MNET theory unsupported")
-            network, x, y = _network(src, node)
+            nets.append(_network(src, node, nets, variables))
         elif cmd == "declare-fun":
-            _legacy_element(src, node, x, y)
+            _legacy_element(src, node, variables)
         elif cmd == "vnnlib-version":
             raise src.error(node[0], "(vnnlib-version ...) given twice")
         elif cmd is None:
             raise src.error(token_index(node, FIRST), "expected a command name")
         else:
             raise src.error(token_index(node, FIRST), f"unknown command '{cmd}'")
-    if x is None or y is None:
+    if not nets:
         raise src.error(root[1], "no declare-network: nothing to verify")
     if conv is None:
-        _finish(src, x)
-        _finish(src, y)
+        _finish_all(src, nets)
+    sides = ([v for n in nets for v in n.parts[0]],
+             [v for n in nets for v in n.parts[1] + n.parts[2]])
+    starts = tuple([v.offset for v in side] for side in sides)
+
+    def var_of(code: int) -> tuple[_Var, int]:
+        side, flat = (0, code) if code >= 0 else (1, ~code)
+        v = sides[side][bisect.bisect_right(starts[side], flat) - 1]
+        return v, flat - v.offset
 
     def name(code: int) -> str:
-        return x.element(code) if code >= 0 else y.element(~code)
+        v, flat = var_of(code)
+        return v.element(flat)
 
     return Query(
         version="2.0",
-        network=network,
-        inputs=(x.variable(),),
-        outputs=(y.variable(),),
+        network=nets[0].name,
+        inputs=tuple(v.variable() for v in sides[0]),
+        outputs=tuple(v.variable() for v in sides[1]),
         asserts=tuple(asserts),
         assert_tokens=tuple(assert_tokens),
         element_name=name,
-        element_token=lambda code: x.token if code >= 0 else y.token,
+        element_token=lambda code: var_of(code)[0].token,
+        networks=tuple(n.network() for n in nets),
     )
 
 
@@ -151,47 +178,73 @@ def _version(src: Source, root: SExpr) -> None:
                         f"unsupported VNN-LIB version {node[FIRST + 1]}: this parser reads 2.x")
 
 
-def _network(src: Source, node: SExpr) -> tuple[str, _Var, _Var]:
-    """(name, input, output) of a declare-network node."""
+def _network(src: Source, node: SExpr, nets: list[_Net], variables: dict[str, _Var]) -> _Net:
+    """A declare-network node: NAME, at most one relation, then inputs, hidden, outputs."""
     if len(node) < FIRST + 2 or node[FIRST + 1].__class__ is not str \
             or not _IDENT.match(node[FIRST + 1]):
         raise src.error(token_index(node, FIRST + 1),
                         "expected a network name after declare-network")
-    name = node[FIRST + 1]
-    x: _Var | None = None
-    y: _Var | None = None
+    net = _Net(node[FIRST + 1], token_index(node, FIRST + 1))
+    if any(n.name == net.name for n in nets):
+        raise src.error(net.token, f"network {net.name} declared twice")
+    if net.name in variables:
+        raise src.error(net.token, f"{net.name} is already a variable")
+    stage = 0       # 0: relation, inputs; 1: hidden; 2: outputs (the standard's order)
     for j in range(FIRST + 2, len(node)):
         item = node[j]
         k = token_index(node, j)
         if item.__class__ is str:
             raise src.error(k, f"expected a declaration '(...)', got {item!r}")
         cmd = head(item)
-        if cmd in _THEORY:
-            raise src.error(token_index(item, FIRST), _THEORY[cmd])
-        if cmd == "declare-input":
-            if x is not None:
-                raise src.error(k, "several inputs: MIO theory unsupported")
-            if y is not None:
-                raise src.error(k, "declare-input after declare-output: inputs come first")
-            x = _tensor(src, item, 0)
-        elif cmd == "declare-output":
-            if y is not None:
-                raise src.error(k, "several outputs: MIO theory unsupported")
-            y = _tensor(src, item, 1)
-            if x is not None and y.name == x.name:
-                raise src.error(y.token, f"variable {y.name} declared twice")
+        if cmd in _RELATIONS:
+            _relation(src, item, k, net, nets, stage)
+        elif cmd in _KINDS:
+            kind = _KINDS[cmd]
+            if kind < stage:
+                raise src.error(k, f"{cmd} after {_after(stage)}: the order is inputs, hidden, outputs")
+            stage = kind
+            var = _tensor(src, item, kind)
+            if var.name in variables or var.name == net.name or any(n.name == var.name for n in nets):
+                raise src.error(var.token, f"variable {var.name} declared twice")
+            variables[var.name] = var
+            net.parts[kind].append(var)
         else:
             raise src.error(token_index(item, FIRST) if cmd else k,
                             f"unknown declaration {cmd or '(...)'!r} in declare-network")
-    if x is None:
-        raise src.error(node[1], f"network {name} declares no input")
-    if y is None:
-        raise src.error(node[1], f"network {name} declares no output")
-    return name, x, y
+    if not net.parts[0]:
+        raise src.error(node[1], f"network {net.name} declares no input")
+    if not net.parts[2]:
+        raise src.error(node[1], f"network {net.name} declares no output")
+    return net
 
 
-def _tensor(src: Source, node: SExpr, side: int) -> _Var:
-    """A declare-input (side 0) / declare-output (side 1) node: NAME TYPE SHAPE."""
+def _after(stage: int) -> str:
+    return ("an input", "a hidden tensor", "an output")[stage]
+
+
+def _relation(src: Source, item: SExpr, k: int, net: _Net, nets: list[_Net], stage: int) -> None:
+    """(equal-to F) / (isomorphic-to F): F declared before, itself free of such a line."""
+    cmd = item[FIRST]
+    if net.relation is not None:
+        raise src.error(k, f"network {net.name} has two of equal-to / isomorphic-to")
+    if stage > 0 or net.parts[0]:
+        raise src.error(k, f"({cmd} ...) comes before the network's declarations")
+    if len(item) != FIRST + 2 or item[FIRST + 1].__class__ is not str:
+        raise src.error(k, f"expected ({cmd} NETWORK)")
+    target = item[FIRST + 1]
+    tk = token_index(item, FIRST + 1)
+    other = next((n for n in nets if n.name == target), None)
+    if other is None:
+        raise src.error(tk, f"({cmd} {target}): no network {target} declared before {net.name}")
+    if other.relation is not None:
+        raise src.error(tk, f"({cmd} {target}): {target} is itself declared {other.relation[0]} "
+                            f"{other.relation[1]}")
+    net.relation = (cmd, target, tk)
+
+
+def _tensor(src: Source, node: SExpr, kind: int) -> _Var:
+    """A declare-input (kind 0) / declare-hidden (1) / declare-output (2) node: NAME TYPE SHAPE
+    and an ONNX name in double quotes (optional but for hidden tensors)."""
     cmd = node[FIRST]
     pieces: list[tuple[str, int, int]] = []      # (text, token index, offset in the token)
     for j in range(FIRST + 1, len(node)):
@@ -213,11 +266,20 @@ def _tensor(src: Source, node: SExpr, side: int) -> _Var:
     if dtype not in ELEMENT_TYPES:
         raise src.error(kt, f"unknown element type {dtype!r}")
     shape = _shape(src, *shape_piece)
-    for text, k, delta in pieces[3:]:
-        if text == "initialized" and side == 0:
+    onnx_name = None
+    rest = pieces[3:]
+    if rest and rest[0][0].startswith('"'):
+        text, k, delta = rest.pop(0)
+        if len(text) < 2 or not text.endswith('"') or len(text) == 2:
+            raise src.error(k, f"malformed ONNX tensor name {text}", delta)
+        onnx_name = text[1:-1]
+    for text, k, delta in rest:
+        if text == "initialized" and kind == 0:
             raise src.error(k, "initialized inputs unsupported", delta)
         raise src.error(k, f"unexpected {text!r} in {cmd}", delta)
-    return _Var(name, dtype, shape, kn, side)
+    if kind == 1 and onnx_name is None:
+        raise src.error(node[1], 'declare-hidden needs the ONNX tensor\'s name: (declare-hidden H TYPE [SHAPE] "name")')
+    return _Var(name, dtype, shape, kn, 0 if kind == 0 else 1, onnx_name)
 
 
 def _shape(src: Source, text: str, k: int, delta: int) -> tuple[int, ...]:
@@ -236,7 +298,7 @@ def _shape(src: Source, text: str, k: int, delta: int) -> tuple[int, ...]:
     return tuple(dims)
 
 
-def _legacy_element(src: Source, node: SExpr, x: _Var | None, y: _Var | None) -> None:
+def _legacy_element(src: Source, node: SExpr, variables: dict[str, _Var]) -> None:
     """``(declare-fun X[i] () TYPE)`` for a variable declared with shape [0] (see module doc)."""
     k = token_index(node, FIRST + 1)
     if len(node) != FIRST + 4 or node[FIRST + 1].__class__ is not str:
@@ -244,7 +306,7 @@ def _legacy_element(src: Source, node: SExpr, x: _Var | None, y: _Var | None) ->
     m = _INDEXED.match(node[FIRST + 1])
     var = None
     if m:
-        var = next((v for v in (x, y) if v is not None and v.name == m.group(1)), None)
+        var = variables.get(m.group(1))
     if var is None or var.shape != (0,):
         raise src.error(k, "declare-fun is not VNN-LIB 2.0 (accepted only to list the elements "
                            "of a tensor declared with shape [0])")
@@ -272,17 +334,40 @@ def _finish(src: Source, var: _Var) -> None:
         raise src.error(var.token, f"{var.name} has shape {list(var.shape)}: no elements")
 
 
-def _resolver(x: _Var, y: _Var, network: str | None):
-    """symbol -> variable code, for the declared input x and output y."""
-    by_name = {x.name: x, y.name: y}
+def _finish_all(src: Source, nets: list[_Net]) -> None:
+    """Shapes fixed, codes assigned (inputs network after network; then hidden and outputs
+    network after network), and each equal-to / isomorphic-to network's declarations checked
+    against its model's: the same number of inputs, hidden tensors and outputs, of the same
+    shapes."""
+    offsets = [0, 0]
+    for net in nets:
+        for part in net.parts:
+            for var in part:
+                _finish(src, var)
+                var.offset = offsets[var.side]
+                offsets[var.side] += var.size
+    by_name = {n.name: n for n in nets}
+    for net in nets:
+        if net.relation is None:
+            continue
+        other = by_name[net.relation[1]]
+        for what, mine, theirs in zip(("inputs", "hidden tensors", "outputs"), net.parts, other.parts):
+            if [v.shape for v in mine] != [v.shape for v in theirs]:
+                raise src.error(net.relation[2], f"{net.name} is {net.relation[0]} {other.name} but their "
+                                                 f"{what} differ: {[list(v.shape) for v in mine]} vs "
+                                                 f"{[list(v.shape) for v in theirs]}")
+
+
+def _resolver(variables: dict[str, _Var], networks: set[str]):
+    """symbol -> variable code, for every declared tensor."""
 
     def resolve(tok: str) -> int:
         b = tok.find("[")
         name = tok if b < 0 else tok[:b].rstrip()
-        var = by_name.get(name)
+        var = variables.get(name)
         if var is None:
-            if name == network:
-                raise SymbolError(f"{name} is the network, not a variable")
+            if name in networks:
+                raise SymbolError(f"{name} is a network, not a variable")
             raise SymbolError(f"unknown symbol {tok!r}")
         shape = var.shape
         if b < 0:

@@ -9,7 +9,7 @@ whose coefficient times width is largest.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -124,8 +124,8 @@ def input_split_bab(q, cases: Cases, pre: dict | None = None) -> Result:
         cs = batch.cs
         valid = cs.valid & ~conjuncts_refuted(cs, lb, q.tol)
         vol = (cs.hi - cs.lo).reshape(len(cs), -1).prod(-1)
-        lo, hi, valid = clip_boxes(Cases(cs.lo, cs.hi, cs.C, cs.d, cs.member, valid, cs.case), lb, A_in, q.tol)
-        cs = Cases(lo, hi, cs.C, cs.d, cs.member, valid, cs.case)
+        lo, hi, valid = clip_boxes(replace(cs, valid=valid), lb, A_in, q.tol)
+        cs = replace(cs, lo=lo, hi=hi, valid=valid)
         open_ = valid.any(-1)
         proved += float(vol.sum() - (cs.hi - cs.lo).reshape(len(cs), -1).prod(-1)[open_].sum())
         rounds += 1

@@ -11,7 +11,7 @@ its coefficient in the weakest open row, is largest (an estimate of what the spl
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -294,7 +294,7 @@ def relu_split_bab(q, cases: Cases, pre: dict | None = None) -> Result:
         if not bool(open_.any()):
             continue
         idx = open_.nonzero().flatten().cpu().numpy()
-        kept = Domains(Cases(cs.lo, cs.hi, cs.C, cs.d, cs.member, valid, cs.case), batch.splits, None, warm,
+        kept = Domains(replace(cs, valid=valid), batch.splits, None, warm,
                        batch.fresh).take(idx)
         lb_k = lb[idx]
         rec_k = {k: v[idx] for k, v in record.items()}

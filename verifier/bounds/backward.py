@@ -130,6 +130,14 @@ def _linear_step(graph: Graph, node: Node, rule, a: Tensor, A: dict, const: Tens
     of its term magnitudes |L| m + |bias terms|, which costs that times |a|."""
     B = a.shape[0]
     in_shapes = [graph.shape_of(i) for i in node.inputs]
+    if rule.is_exact(node):   # copies (constants included): nothing rounds, no bias term to sum
+        flat = a.reshape((a.shape[0] * a.shape[1],) + node.shape)
+        for name, s, g in zip(node.inputs, in_shapes, rule.apply_t(node, flat, in_shapes)):
+            err = _add_coefficients(A, name, g.reshape(a.shape[:2] + tuple(s)), err, mags)
+        b = rule.bias(node, a, in_shapes)
+        if b is None:
+            return const, err
+        return _bias_only(a, b, const, err)
     n = rule.sum_terms(node, in_shapes)
     b = rule.bias(node, a, in_shapes)
     if b is not None:   # the bias sum: node.size products and the constant
@@ -159,6 +167,18 @@ def _linear_step(graph: Graph, node: Node, rule, a: Tensor, A: dict, const: Tens
     for name, s, g in zip(node.inputs, in_shapes, rule.apply_t(node, flat, in_shapes)):
         err = _add_coefficients(A, name, g.reshape(a.shape[:2] + tuple(s)), err, mags)
     return const, err
+
+
+def _bias_only(a: Tensor, b: Tensor, const: Tensor, err: Tensor) -> tuple[Tensor, Tensor]:
+    """const + sum(a * b) (the constants a copying node inserts) with its rounding: node.size
+    products and the constant, gamma(size + 1) of their magnitudes, plus subnormals."""
+    n = b.numel()
+    new_const = const + _dot_rows(a, b)
+    with torch.no_grad():
+        a_abs = a.detach().abs()
+        e = coef(n + 1, n + 3, a.dtype) * (const.detach().abs() + _dot_rows(a_abs, b.abs()))
+        e = e + floor(a.dtype, 2 * n + 2, _row_sum(a_abs), _row_sum(b.abs().reshape((1, 1) + b.shape)))
+    return new_const, accumulate(err, e)
 
 
 def _planes(node: Node, rule, a: Tensor, relax: Relaxation, graph_model: torch.dtype | None = None

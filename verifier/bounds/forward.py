@@ -81,6 +81,8 @@ def _linear_error(graph: Graph, node, rule, lows: list[Linear], ups: list[Linear
     n = rule.sum_terms(node, in_shapes)
     dt = mx.dtype
     E = rule.apply_abs(node, *[torch.maximum(l[2], u[2]) for l, u in zip(lows, ups)])
+    if rule.is_exact(node) and b is None:   # copies: each channel and error moves as it is
+        return E
     sizes = [_size(l, mx) + _size(u, mx) for l, u in zip(lows, ups)]
     Ls = rule.apply_abs(node, *sizes)
     LM = Ls if b is None else Ls + b.abs()

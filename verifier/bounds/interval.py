@@ -71,7 +71,9 @@ def interval_bounds(graph: Graph, lo: Tensor, hi: Tensor,
         dirty.add(node.name)
         rule = RULES[node.op]
         ins = [out[i] for i in node.inputs]
-        if rule.linear:
+        if rule.linear and rule.is_exact(node):   # copies: each bound moves as it is
+            l, h = rule.evaluate(node, *[b[0] for b in ins]), rule.evaluate(node, *[b[1] for b in ins])
+        elif rule.linear:
             l, h = _linear_interval(node, rule, ins, [graph.shape_of(i) for i in node.inputs], graph.float_model)
         else:
             l, h = rule.interval(node, *ins[0])

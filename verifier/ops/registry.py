@@ -89,6 +89,13 @@ class LinearRule(OpRule):
         b = self.bias(node, like, in_shapes)
         return None if b is None else b.abs()
 
+    def is_exact(self, node: Node) -> bool:
+        """True when every output element is a copy of one input element or a constant and no
+        input element is copied twice (Reshape, Transpose, Slice, Concat, ...): then evaluate,
+        apply, apply_abs and apply_t do no arithmetic at all, and the propagators charge no
+        rounding for the node (onnxruntime's copies are exact too)."""
+        return False
+
     def sum_terms(self, node: Node, in_shapes: list[tuple[int, ...]]) -> int:
         """An upper bound on the number of terms in any one float sum that evaluate, apply,
         apply_abs or apply_t computes (the bias counts as a term): the rounding error model

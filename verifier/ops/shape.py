@@ -18,6 +18,9 @@ class _Moves(LinearRule):
     def apply_abs(self, node: Node, *rs: Tensor) -> Tensor:
         return self.apply(node, *rs)
 
+    def is_exact(self, node: Node) -> bool:
+        return True
+
 
 @rule("Reshape")
 class ReshapeRule(_Moves):
@@ -64,6 +67,10 @@ class GatherRule(_Moves):
         y = x.index_select(node.params["axis"], node.params["indices"].to(x.device))
         return y.reshape((x.shape[0],) + node.shape)
 
+    def is_exact(self, node: Node) -> bool:
+        idx = node.params["indices"].reshape(-1)
+        return idx.unique().numel() == idx.numel()   # a repeated index makes apply_t add
+
 
 @rule("Concat")
 class ConcatRule(LinearRule):
@@ -97,6 +104,9 @@ class ConcatRule(LinearRule):
     def apply_abs(self, node: Node, *rs: Tensor) -> Tensor:
         return self._join(node, rs, False)
 
+    def is_exact(self, node: Node) -> bool:
+        return True
+
     def apply_t(self, node, A, in_shapes):
         sizes = []
         var_i = 0
@@ -128,6 +138,9 @@ class PadRule(LinearRule):
 
     def apply_abs(self, node: Node, r: Tensor) -> Tensor:
         return self.apply(node, r)
+
+    def is_exact(self, node: Node) -> bool:
+        return node.params["mode"] == "constant"   # reflect / edge copy an element twice
 
 
 # --------------------------------------------------------------------------- converters
