@@ -440,11 +440,6 @@ def _(b):
     return [1, 1, 6, 6], b.op("AveragePool", ["x"], kernel_shape=[2, 2], dilations=[2, 2])
 
 
-@refused("maxpool_dilations", 13, "dilations")
-def _(b):
-    return [1, 1, 6, 6], b.op("MaxPool", ["x"], kernel_shape=[2, 2], dilations=[2, 2])
-
-
 @refused("maxpool_indices", 13, "Indices")
 def _(b):
     y, _ = b.op("MaxPool", ["x"], n_out=2, kernel_shape=[2, 2])
@@ -492,8 +487,8 @@ def _(b):
 
 
 @refused("transpose_batch_axis_with_data", 13, "batch axis")
-def _(b):
-    return [1, 3, 4], b.op("Transpose", ["x"], perm=[1, 0, 2])
+def _(b):   # as the network output it is read as it is; an operation after it would need the batch axis
+    return [1, 3, 4], b.op("Relu", [b.op("Transpose", ["x"], perm=[1, 0, 2])])
 
 
 @refused("gather_batch_axis", 13, "batch axis")

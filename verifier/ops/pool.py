@@ -9,6 +9,7 @@ from torch import Tensor
 
 from ..ir import Node
 from .linear import window_pads
+from .reduce import emit_select, positions
 from .registry import LinearRule, converts, rule
 
 
@@ -115,29 +116,70 @@ def _global_avgpool(ctx, n) -> None:
     ctx.emit("Reshape", [y], {}, n.output[0], shape=tuple(s[:2]) + (1,) * (len(s) - 2))
 
 
+def _maxpool_geometry(ctx, n, x: str):
+    """kernel, strides, dilations, pads (begin..., end...) and output lengths of a MaxPool over x,
+    which has a batch axis.  ceil_mode adds the partial window at the end (its missing cells are
+    left out, like pads); a last window that would start past the input and the left pads is
+    where the spec and onnxruntime versions differ, and is refused."""
+    ctx.needs_batch_axis(n, x)
+    a = ctx.attrs(n)
+    k = [int(v) for v in a["kernel_shape"]]
+    r = len(k)
+    spatial = ctx.shape(x)[1:]
+    if len(spatial) != r:
+        raise ctx.unsupported(n, f"a {r}-D window on an input of shape {list(ctx.onnx_shape(x))}")
+    stride = [int(v) for v in a.get("strides", [1] * r)]
+    dil = [int(v) for v in a.get("dilations", [1] * r)]
+    pads = window_pads(ctx, n, spatial, k, stride, dil)
+    outs = []
+    for i in range(r):
+        room = spatial[i] + pads[i] + pads[r + i] - (k[i] - 1) * dil[i] - 1
+        if room < 0:
+            raise ctx.unsupported(n, "MaxPool with a window larger than the padded input")
+        o = (-(-room // stride[i]) if a.get("ceil_mode", 0) else room // stride[i]) + 1
+        if (o - 1) * stride[i] >= spatial[i] + pads[i]:
+            raise ctx.unsupported(n, "MaxPool with ceil_mode=1 whose last window starts in the end padding")
+        outs.append(o)
+    return k, stride, dil, pads, outs
+
+
+def _window_coords(ctx, n, length: int, k: int, s: int, d: int, pad: int, out: int) -> list[np.ndarray]:
+    """Per kernel offset j, the input index each output window reads along one axis; where that
+    cell is padding (or past the end, ceil_mode), the window's first real cell instead: a copy of
+    an element the window holds anyway, so the max is unchanged (ONNX pads with -inf)."""
+    cells = np.arange(out)[:, None] * s + np.arange(k)[None, :] * d - pad   # (out, k)
+    real = (cells >= 0) & (cells < length)
+    if not real.any(axis=1).all():
+        raise ctx.unsupported(n, "MaxPool with a window that holds only padding")
+    first = cells[np.arange(out), real.argmax(axis=1)]
+    return [np.where(real[:, j], cells[:, j], first) for j in range(k)]
+
+
+def _window(ctx, n, x: str, coords) -> str:
+    """The values at the given per-axis coordinates: a strided Slice when they step evenly, else
+    a Select."""
+    steps = [np.diff(c) for c in coords]
+    if all(len(c) == 1 or (np.all(st == st[0]) and st[0] > 0) for c, st in zip(coords, steps)):
+        index = (slice(None), slice(None)) + tuple(
+            slice(int(c[0]), int(c[-1]) + 1, int(st[0]) if len(st) else 1) for c, st in zip(coords, steps))
+        return ctx.emit("Slice", [x], {"index": index})
+    s = ctx.onnx_shape(x)
+    index = positions(s)[np.ix_(np.arange(s[0]), np.arange(s[1]), *coords)]
+    return emit_select(ctx, n, [x], index, None, index.shape, None)
+
+
 @converts("MaxPool")
 def _maxpool(ctx, n) -> None:
-    """The max over each window as a pairwise tree of max(a, b) = a + relu(b - a) over strided
-    slices, one per window offset.  Pads (whose value ONNX takes as -inf) become edge copies: a
-    contiguous window that covers any real cell covers the nearest one, so the max is unchanged."""
+    """The max over each window as a pairwise tree of max(a, b) = a + relu(b - a) over one value
+    per kernel offset (each window's element at that offset; _window_coords for the padding)."""
     if len(n.output) > 1 and n.output[1]:
         raise ctx.unsupported(n, "MaxPool with an Indices output")
     x = ctx.var(n.input[0])
-    k, stride, pads = _pool_geometry(ctx, n, x)
+    k, stride, dil, pads, outs = _maxpool_geometry(ctx, n, x)
     r = len(k)
-    if any(p >= k[i % r] for i, p in enumerate(pads)):
-        raise ctx.unsupported(n, f"MaxPool with pads {pads} not below the kernel {k}")
-    if any(pads):
-        if r > 3:
-            raise ctx.unsupported(n, f"MaxPool with pads on a {r}-D window")
-        x = ctx.emit("Pad", [x], {"pads": ctx.torch_pads(pads[:r], pads[r:]), "mode": "replicate", "value": 0.0})
     size = ctx.shape(x)[1:]
-    outs = [(size[i] - k[i]) // stride[i] + 1 for i in range(r)]
-    windows = []
-    for offs in np.ndindex(*k):
-        index = (slice(None), slice(None)) + tuple(slice(o, o + (m - 1) * s + 1, s)
-                                                   for o, m, s in zip(offs, outs, stride))
-        windows.append(ctx.emit("Slice", [x], {"index": index}))
+    per_axis = [_window_coords(ctx, n, size[i], k[i], stride[i], dil[i], pads[i], outs[i]) for i in range(r)]
+    windows = [_window(ctx, n, x, [per_axis[i][j] for i, j in enumerate(offs)]) for offs in np.ndindex(*k)]
     while len(windows) > 1:  # pairwise tree: depth log2(prod(k))
         nxt = []
         for a, b in zip(windows[0::2], windows[1::2]):

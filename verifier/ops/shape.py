@@ -21,6 +21,11 @@ class _Moves(LinearRule):
     def is_exact(self, node: Node) -> bool:
         return True
 
+    def sum_terms(self, node: Node, in_shapes) -> int:
+        # every output copies one input element and apply_t places each coefficient on a
+        # distinct input element: no float sum at all (Gather with repeated indices differs)
+        return 1
+
 
 @rule("Reshape")
 class ReshapeRule(_Moves):
@@ -70,6 +75,11 @@ class GatherRule(_Moves):
     def is_exact(self, node: Node) -> bool:
         idx = node.params["indices"].reshape(-1)
         return idx.unique().numel() == idx.numel()   # a repeated index makes apply_t add
+
+    def sum_terms(self, node: Node, in_shapes) -> int:
+        # apply_t adds up the coefficients of the outputs that copy one input element
+        idx = node.params["indices"].reshape(-1).cpu()
+        return max(1, int(torch.bincount(idx).max())) if idx.numel() else 1
 
 
 @rule("Concat")
@@ -283,13 +293,24 @@ def _transpose(ctx, n) -> None:
     if ctx.offset == 1:
         tperm = [0] + [p + 1 for p in perm]
     elif s[perm[0]] != 1:
-        raise ctx.unsupported(n, f"Transpose {perm} of {list(s)}: an axis longer than 1 would take "
-                                 "the batch axis's place")
+        _transpose_batch_away(ctx, n, x, s, perm)
+        return
     else:
         # output axis 0 is a unit axis (the IR's batch axis stands for it); the ONNX batch axis,
         # also of size 1, goes to where perm puts it, and may be taken as input axis perm[0]
         tperm = [0] + [perm[0] if p == 0 else p for p in perm[1:]]
     ctx.emit("Transpose", [x], {"perm": tuple(tperm)}, n.output[0])
+
+
+def _transpose_batch_away(ctx, n, x: str, s, perm) -> None:
+    """A Transpose whose result starts with an axis longer than 1 (offset 0): the IR's batch axis
+    cannot stand for it, so, like a Squeeze of the batch axis, the result keeps its elements in
+    ONNX order with its true shape, and only the network output may be such a value (a later
+    operation on it is refused).  The unit batch axis is first made an ordinary axis."""
+    full = ctx.emit("Reshape", [x], {}, shape=tuple(s))
+    out = tuple(s[p] for p in perm)
+    y = ctx.emit("Transpose", [full], {"perm": (0,) + tuple(p + 1 for p in perm)}, n.output[0], shape=out)
+    ctx.batchless[y] = out
 
 
 def _slice_operands(ctx, n, rank: int):
