@@ -281,3 +281,30 @@ def test_real_sat_instance_and_tamper():
     bad = x.copy()
     bad[3] = 0.5 + 1e-4
     assert check_counterexample(spec_path, model, assignment(bad, y)).status == "bad-input"
+
+
+def test_several_networks_run_each_model(tmp_path):
+    """Two networks, one an equal-to copy of the first: each runs its model on its own inputs."""
+    from verifier.bench.check import parse_spec
+
+    model = linear_model(tmp_path / "m.onnx")
+    spec = ("(vnnlib-version <2.0>)\n(declare-network f (declare-input X real [1,2]) (declare-output Y real [1,2]))\n"
+            "(declare-network g (equal-to f) (declare-input W real [1,2]) (declare-output Z real [1,2]))\n"
+            "(assert (>= X[0,0] 0))\n(assert (<= X[0,0] 1))\n(assert (>= X[0,1] 0))\n(assert (<= X[0,1] 1))\n"
+            "(assert (>= W[0,0] 0))\n(assert (<= W[0,0] 1))\n(assert (>= W[0,1] 0))\n(assert (<= W[0,1] 1))\n"
+            "(assert (> (- Y[0,0] Z[0,0]) 2))\n")
+    path = tmp_path / "q.vnnlib"
+    path.write_text(spec)
+    x, w = [1.0, 1.0], [0.0, 0.0]
+    y, z = forward(x), forward(w)     # y0 - z0 = 3
+
+    def answer(x, w):
+        yy, zz = forward(x), forward(w)
+        blocks = [("X", x), ("Y", yy), ("W", w), ("Z", zz)]
+        return "\n".join(f"{n} real [1,2]\n" + "\n".join(repr(float(v)) for v in vals) for n, vals in blocks)
+
+    assert y[0] - z[0] > 2
+    assert check_counterexample(path, {"f": model}, answer(x, w)).status == "ok"
+    assert check_counterexample(path, {"f": model}, answer(w, x)).status == "bad-output"
+    assert check_counterexample(path, model, answer(x, w)).status == "error"
+    assert parse_spec(spec).same_model == {"g": "f"}

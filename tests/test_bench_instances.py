@@ -82,3 +82,17 @@ def test_network_name(tmp_path):
     gz = tmp_path / "p3.vnnlib.gz"
     gz.write_bytes(gzip.compress(b"(declare-network g (declare-input X Real [1]))"))
     assert network_name(v2) == "acc_1" and network_name(v1) == "N" and network_name(gz) == "g"
+
+
+def test_onnx_column_naming_several_networks(tmp_path):
+    from verifier.bench.instances import network_pairs
+
+    root = bench(tmp_path, 'onnx,vnnlib,timeout\n"f=onnx/a.onnx;g=onnx/b.onnx",vnnlib/a.vnnlib,60\n'
+                           'f=onnx/a.onnx,vnnlib/a.vnnlib,60\nonnx/a.onnx,vnnlib/a.vnnlib,60\n')
+    found, _ = read_instances(root)
+    assert found[0].networks == {"f": root / "onnx/a.onnx", "g": root / "onnx/b.onnx"}
+    assert found[1].networks == {"f": root / "onnx/a.onnx"} and found[2].networks is None
+    assert network_pairs("(f onnx/a.onnx) (g onnx/b.onnx)") == {"f": "onnx/a.onnx", "g": "onnx/b.onnx"}
+    for bad in ("f=a.onnx g", "f=a.onnx;f=b.onnx"):
+        with pytest.raises(InstancesError):
+            network_pairs(bad)

@@ -100,7 +100,7 @@ def _load(onnx_path, prop):
                 raise InputError(f"the query declares network {prop.network!r} but the models given are for "
                                  f"{', '.join(sorted(networks)) or 'none'}")
             return (*load_checked(networks[prop.network]), prop)
-        return load_joint(prop, networks)
+        return load_joint(prop, networks, differential=not float_semantics(prop))
     return (*load_checked(onnx_path), prop)
 
 

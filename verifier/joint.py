@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Mapping
 
 import numpy as np
@@ -164,85 +165,114 @@ def load_models(prop: Property, paths: Mapping[str, str]) -> dict[str, LoadedMod
 @dataclass(frozen=True)
 class InputMap:
     """x = S(phi(z)): phi raises each ordered element a to max(z_a, z_b) (orders: (a, b) pairs,
-    z_a >= z_b in every case), then S copies each representative element to its tied ones
-    (rep[i]: the representative of element i)."""
+    z_a >= z_b in every case), then S gives each element its representative's value plus its
+    offset (x_i = z[rep[i]] + off[i]: ties x_j == x_i + c; off is 0 but for such ties, and
+    each offset is a float, exactly the query's constant sum)."""
 
     rep: np.ndarray
     orders: tuple[tuple[int, int], ...]
+    off: np.ndarray | None = None
 
     def apply(self, z: np.ndarray) -> np.ndarray:
-        """Exact in any float type (max and copies do not round)."""
+        """Exact in any float type without offsets (max and copies do not round)."""
         z = np.array(z, copy=True).reshape(-1)
         for a, b in self.orders:
             z[a] = max(z[a], z[b])
-        return z[self.rep]
+        x = z[self.rep]
+        return x if self.off is None else x + self.off.astype(x.dtype)
 
 
 def _pairs(case: Case) -> tuple[set, set]:
-    """(ties, orders) the case states exactly: {(i, j)} with x_i == x_j (i < j) and {(a, b)}
-    with x_a >= x_b, from comparisons with coefficients 1 and -1 and constant 0."""
-    le = set()
+    """(ties, orders) the case states exactly: {(i, j, k)} with x_j == x_i + k (i < j) and
+    {(a, b)} with x_a >= x_b, from comparisons with coefficients 1 and -1 and a float constant."""
+    le = set()      # (i, j, k): x_j >= x_i + k
     for lin in case.lins:
-        if len(lin.vars) == 2 and lin.exact is None and lin.const == 0.0 and not lin.strict:
+        if len(lin.vars) == 2 and lin.exact is None and not lin.strict:
+            v0, v1 = lin.vars
             if lin.coefs == (1.0, -1.0):
-                le.add((lin.vars[0], lin.vars[1]))          # x_i - x_j <= 0: x_j >= x_i
+                le.add((v0, v1, lin.const))        # x_v0 - x_v1 + k <= 0
             elif lin.coefs == (-1.0, 1.0):
-                le.add((lin.vars[1], lin.vars[0]))          # x_j - x_i <= 0 ... stored as (small, large)
-    ties = {(i, j) for i, j in le if i < j and (j, i) in le}
-    orders = {(b, a) for a, b in le if (b, a) not in le}   # (large, small)
+                le.add((v1, v0, lin.const))        # x_v1 - x_v0 + k <= 0
+    ties = {(i, j, k) for i, j, k in le if i < j and (j, i, -k) in le}
+    orders = {(j, i) for i, j, k in le if k == 0.0 and (j, i, 0.0) not in le}   # (large, small)
     return ties, orders
 
 
 def input_map(prop: Property) -> InputMap:
     """Ties and orders that hold in every case, over representative elements; an ordered
-    element that another order or a tie touches again is left to the bounds' box (sound:
-    the region bounded is then larger)."""
+    element that another order or a tie touches again, and a tie that would not leave every
+    offset a float, are left to the bounds' box (sound: the region bounded is then larger)."""
     n = prop.n_in
-    parent = list(range(n))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
     if not prop.cases:
         return InputMap(np.arange(n), ())
     sets = [_pairs(c) for c in prop.cases]
     ties = set.intersection(*(t for t, _ in sets))
-    for i, j in sorted(ties):
-        a, b = find(i), find(j)
-        if a != b:
-            parent[max(a, b)] = min(a, b)
-    rep = np.array([find(i) for i in range(n)])
-    orders = {(int(rep[a]), int(rep[b])) for a, b in set.intersection(*(o for _, o in sets))}
+    rep, off = _union(n, sorted(ties))
+    if any(Fraction(float(o)) != o for o in off):
+        rep, off = _union(n, sorted(t for t in ties if t[2] == 0.0))
+    orders = {(int(rep[a]), int(rep[b])) for a, b in set.intersection(*(o for _, o in sets))
+              if off[a] == 0 and off[b] == 0}
     orders = {(a, b) for a, b in orders if a != b}
     used: dict[int, int] = {}
     for a, b in orders:
         used[a] = used.get(a, 0) + 1
         used[b] = used.get(b, 0) + 1
     kept = tuple(sorted((a, b) for a, b in orders if used[a] == 1 and used[b] == 1))
-    return InputMap(rep, kept)
+    offsets = np.array([float(o) for o in off])
+    return InputMap(rep, kept, offsets if offsets.any() else None)
+
+
+def _union(n: int, ties) -> tuple[np.ndarray, list]:
+    """Classes of the ties (i, j, k): x_j = x_i + k: (rep, off) with x_i = x_rep[i] + off[i]
+    (off exact, as Fractions); a tie between elements already in one class adds nothing."""
+    parent, rel = list(range(n)), [Fraction(0)] * n      # x_i = x_parent[i] + rel[i]
+
+    def find(i: int) -> tuple[int, Fraction]:
+        total, j = Fraction(0), i
+        while parent[j] != j:
+            total += rel[j]
+            j = parent[j]
+        return j, total
+
+    for i, j, k in ties:
+        (ri, oi), (rj, oj) = find(i), find(j)
+        if ri == rj:
+            continue
+        if rj < ri:     # the smaller index stays the representative
+            ri, oi, rj, oj, k = rj, oj, ri, oi, -Fraction(k)
+            i, j = j, i
+        parent[rj], rel[rj] = ri, oi + Fraction(k) - oj
+    found = [find(i) for i in range(n)]
+    return np.array([r for r, _ in found]), [o for _, o in found]
 
 
 def tied_cases(prop: Property, imap: InputMap) -> Property:
-    """The property with each case's box narrowed to what its ties allow: every element of a
-    class gets the intersection of the class's bounds (x_i == x_rep)."""
-    if np.array_equal(imap.rep, np.arange(prop.n_in)):
+    """The property with each case's box narrowed to what its ties allow: the representative
+    of a class gets the intersection of the class's bounds moved by their offsets (rounded
+    outwards), each element that box moved by its own offset."""
+    if np.array_equal(imap.rep, np.arange(prop.n_in)) and imap.off is None:
         return prop
+    off = np.zeros(prop.n_in) if imap.off is None else imap.off
     cases = []
     for c in prop.cases:
         lo, hi = np.array(c.lo), np.array(c.hi)
-        np.maximum.at(lo, imap.rep, c.lo)
-        np.minimum.at(hi, imap.rep, c.hi)
+        np.maximum.at(lo, imap.rep, _out(c.lo - off, c.lo, -off, -1))
+        np.minimum.at(hi, imap.rep, _out(c.hi - off, c.hi, -off, +1))
         lo, hi = lo[imap.rep], hi[imap.rep]
+        lo, hi = _out(lo + off, lo, off, -1), _out(hi + off, hi, off, +1)
         if np.any(lo > hi):
             continue            # the ties empty the case: it holds no input
         for arr in (lo, hi):
             arr.flags.writeable = False
-        new = Case(lo, hi, c.region, c.A_in, c.b_in, c.lins)
-        cases.append(new)
+        cases.append(Case(lo, hi, c.region, c.A_in, c.b_in, c.lins))
     return dataclasses.replace(prop, cases=tuple(cases))
+
+
+def _out(total: np.ndarray, a: np.ndarray, b: np.ndarray, direction: int) -> np.ndarray:
+    """total = a + b as computed, moved one ulp outwards wherever the sum rounded."""
+    with np.errstate(invalid="ignore"):
+        exact = (total - a == b) & (total - b == a)
+    return np.where(exact | (b == 0), total, np.nextafter(total, direction * np.inf))
 
 
 # --------------------------------------------------------------------------- the graph
@@ -287,29 +317,32 @@ def _order_map(b: _Builder, imap: InputMap, n: int) -> str:
     return b.add("query:ordered", "Add", [INPUT, lift], {}, (n,))
 
 
-def compose(prop: Property, models: Mapping[str, LoadedModel], imap: InputMap) -> Graph:
-    """The joint graph of the query (module doc).  Node names: 'NETWORK/name'."""
+def compose(prop: Property, models: Mapping[str, LoadedModel], imap: InputMap, differential: bool = False) -> Graph:
+    """The joint graph of the query (module doc).  Node names: 'NETWORK/name'.  differential: a
+    network declared a copy of an earlier one (equal-to, isomorphic-to) whose inputs are tied
+    or ordered to that one's is built as the earlier one plus a difference (``_Difference``)."""
     b = _Builder()
     n_in = prop.n_in
     source = _order_map(b, imap, n_in)
-    offset = 0
+    offsets, at = {}, 0
+    for net in prop.networks:
+        offsets[net.name] = at
+        at += sum(v.size for v in net.inputs)
+    built: dict[str, dict[str, str]] = {}
     observed: list[tuple[str, int]] = []
     for net in prop.networks:
         lm = models[net.name]
         frag = lm.fragment
-        rename: dict[str, str] = {}
-        for var, (ir_name, shape, _) in zip(net.inputs, frag.inputs):
-            idx = tuple(int(i) for i in imap.rep[offset:offset + var.size])
-            offset += var.size
-            if int(np.prod(shape, dtype=np.int64)) != var.size:
-                raise JointError(f"{var.name} has {var.size} elements but the model input has shape {list(shape)}")
-            p = b.params(("select", idx), lambda: {"axis": 1, "indices": torch.tensor(idx, dtype=torch.long)})
-            flat = b.add(f"{net.name}/{ir_name}:flat", "Gather", [source], p, (len(idx),))
-            rename[ir_name] = b.add(f"{net.name}/{ir_name}", "Reshape", [flat], b.params(("reshape", shape), dict),
-                                    shape)
-        for node in frag.nodes:
-            ins = [rename[i] for i in node.inputs]
-            rename[node.name] = b.add(f"{net.name}/{node.name}", node.op, ins, node.params, node.shape)
+        inputs = _select_inputs(b, net, frag, imap, source, offsets[net.name])
+        base = _base(net, prop, models, imap, offsets) if differential else None
+        if base is not None:
+            rename = _Difference(b, net, base, models[base.name].fragment, built[base.name], inputs).build(frag)
+        else:
+            rename = dict(inputs)
+            for node in frag.nodes:
+                ins = [rename[i] for i in node.inputs]
+                rename[node.name] = b.add(f"{net.name}/{node.name}", node.op, ins, node.params, node.shape)
+        built[net.name] = rename
         for var, tensor in zip(net.observed, lm.reads[net.name]):
             ir_name, onnx_shape = frag.outputs[lm.tensors.index(tensor)]
             size = int(np.prod(onnx_shape, dtype=np.int64)) if onnx_shape else 1
@@ -325,6 +358,126 @@ def compose(prop: Property, models: Mapping[str, LoadedModel], imap: InputMap) -
     float_types = {m.float_type for m in models.values()}
     return Graph(INPUT, (n_in,), tuple(b.nodes), out, (n_in,), (n_out,),
                  float_model=torch.float32 if torch.float32 in float_types else torch.float64)
+
+
+def _select_inputs(b: _Builder, net: Network, frag: Fragment, imap: InputMap, source: str, offset: int
+                   ) -> dict[str, str]:
+    """{fragment input: graph value} for the network's inputs, read from the joint input."""
+    out = {}
+    for var, (ir_name, shape, _) in zip(net.inputs, frag.inputs):
+        idx = tuple(int(i) for i in imap.rep[offset:offset + var.size])
+        offset += var.size
+        if int(np.prod(shape, dtype=np.int64)) != var.size:
+            raise JointError(f"{var.name} has {var.size} elements but the model input has shape {list(shape)}")
+        p = b.params(("select", idx), lambda: {"axis": 1, "indices": torch.tensor(idx, dtype=torch.long)})
+        flat = b.add(f"{net.name}/{ir_name}:flat", "Gather", [source], p, (len(idx),))
+        shift = None if imap.off is None else imap.off[offset - var.size:offset]
+        if shift is not None and shift.any():   # x_i = z_rep + its offset (a float: exact over the reals)
+            key = ("shift", tuple(shift.tolist()))
+            flat = b.add(f"{net.name}/{ir_name}:shifted", "Affine", [flat], b.params(key, lambda: {
+                "scale": None, "shift": torch.tensor(shift, dtype=torch.float64)}), (len(idx),))
+        out[ir_name] = b.add(f"{net.name}/{ir_name}", "Reshape", [flat], b.params(("reshape", shape), dict), shape)
+    return out
+
+
+def _base(net: Network, prop: Property, models, imap: InputMap, offsets) -> Network | None:
+    """The network that net is a copy of, when net is best bounded as its difference from it:
+    the same graph (equal-to, or isomorphic-to with the same structure), inputs related to the
+    base's element by element (some tied or ordered, not all tied to an equal-to base, where the
+    copies merge anyway)."""
+    target = net.equal_to or net.isomorphic_to
+    if target is None:
+        return None
+    base = next(n for n in prop.networks if n.name == target)
+    if not _same_structure(models[base.name].fragment, models[net.name].fragment):
+        return None
+    n = sum(v.size for v in net.inputs)
+    mine = imap.rep[offsets[net.name]:offsets[net.name] + n]
+    theirs = imap.rep[offsets[base.name]:offsets[base.name] + n]
+    tied = mine == theirs
+    ordered = {frozenset(p) for p in imap.orders}
+    related = tied | np.array([frozenset((int(a), int(c))) in ordered for a, c in zip(mine, theirs)], dtype=bool)
+    if not related.any() or (net.equal_to is not None and tied.all()):
+        return None
+    return base
+
+
+def _same_structure(f: Fragment, g: Fragment) -> bool:
+    if len(f.nodes) != len(g.nodes) or len(f.inputs) != len(g.inputs):
+        return False
+    pos = {name: i for i, (name, _, _) in enumerate(f.inputs)}
+    gpos = {name: i for i, (name, _, _) in enumerate(g.inputs)}
+    for k, (a, c) in enumerate(zip(f.nodes, g.nodes)):
+        pos[a.name], gpos[c.name] = ("n", k), ("n", k)
+    return all(a.op == c.op and a.shape == c.shape and [pos[i] for i in a.inputs] == [gpos[i] for i in c.inputs]
+               for a, c in zip(f.nodes, g.nodes))
+
+
+class _Difference:
+    """A copy g of network f built as f's values plus differences: each value v of g is
+    f's v + d(v).  Affine nodes give d exactly (g's node on g's inputs minus f's node: the
+    back-substitution through affine nodes is exact, so nothing is lost); a nonlinearity whose
+    rule names a difference rule (ReLU) gets d(out) = that rule on (d(in), f's in), which keeps
+    the bound proportional to d where separate relaxations of f and g would each add slack;
+    any other nonlinearity is computed on g's input and d taken by subtraction."""
+
+    def __init__(self, b: _Builder, net: Network, base: Network, base_frag: Fragment, base_vals: dict,
+                 inputs: dict[str, str]):
+        self.b, self.net, self.base_frag, self.base_vals = b, net, base_frag, base_vals
+        self.inputs = inputs
+        self.gval: dict[str, str] = {}
+        self.delta: dict[str, str] = {}
+        self.f_of: dict[str, str] = {}      # g's fragment name -> f's fragment name
+
+    def _name(self, stem: str) -> str:
+        return f"{self.net.name}/{stem}"
+
+    def _minus(self, a: str, c: str, shape, stem: str) -> str:
+        neg = self.b.add(self._name(stem + ":neg"), "Affine", [c], self.b.params(("neg",), lambda: {
+            "scale": torch.tensor(-1.0, dtype=torch.float64), "shift": None}), shape)
+        return self.b.add(self._name(stem + ":d"), "Add", [a, neg], {}, shape)
+
+    def _g(self, name: str, shape) -> str:
+        """g's value of a g-fragment value: f's value + its difference (built when first needed)."""
+        if name not in self.gval:
+            f_val = self.base_vals[self.f_of[name]]
+            self.gval[name] = self.b.add(self._name(name + ":g"), "Add", [f_val, self.delta[name]], {}, shape)
+        return self.gval[name]
+
+    def build(self, frag: Fragment) -> dict[str, str]:
+        from .ops import RULES
+
+        for (gname, shape, _), (fname, _, _) in zip(frag.inputs, self.base_frag.inputs):
+            self.f_of[gname] = fname
+            self.gval[gname] = self.inputs[gname]
+            self.delta[gname] = self._minus(self.inputs[gname], self.base_vals[fname], shape, gname)
+        shapes = {name: shape for name, shape, _ in frag.inputs}
+        for gnode, fnode in zip(frag.nodes, self.base_frag.nodes):
+            self.f_of[gnode.name] = fnode.name
+            shapes[gnode.name] = gnode.shape
+            rule = RULES[gnode.op]
+            if not rule.linear and rule.delta is not None and len(gnode.inputs) == 1:
+                x = gnode.inputs[0]
+                self.delta[gnode.name] = self.b.add(self._name(gnode.name + ":d"), rule.delta,
+                                                    [self.delta[x], self.base_vals[self.f_of[x]]], {}, gnode.shape)
+                continue
+            ins = [self._g(i, shapes[i]) for i in gnode.inputs]
+            out = self.b.add(self._name(gnode.name), gnode.op, ins, gnode.params, gnode.shape)
+            self.gval[gnode.name] = out
+            self.delta[gnode.name] = self._minus(out, self.base_vals[fnode.name], gnode.shape, gnode.name)
+        return _Lazy(lambda name: self._g(name, shapes[name]))
+
+
+class _Lazy(dict):
+    """A mapping that builds each value when first read (g's values, as f's + difference)."""
+
+    def __init__(self, make):
+        super().__init__()
+        self.make = make
+
+    def __missing__(self, key):
+        self[key] = value = self.make(key)
+        return value
 
 
 # --------------------------------------------------------------------------- the reference
@@ -361,6 +514,8 @@ class JointReference:
             x = self.imap.apply(np.asarray(z, dtype=np.float64)).astype(self.input_dtype)
         if not np.all(np.isfinite(x)):
             return None
+        if self.imap.off is not None:     # a tie with an offset: the exact check decides
+            return np.minimum(np.maximum(x, box[0]), box[1])
         rep = self.imap.rep
         lo = np.full(x.shape, -np.inf, dtype=self.input_dtype)
         hi = np.full(x.shape, np.inf, dtype=self.input_dtype)
@@ -380,9 +535,11 @@ def needs_joint(prop: Property) -> bool:
     return len(net.inputs) != 1 or len(net.outputs) != 1 or bool(net.hidden)
 
 
-def load_joint(prop: Property, networks: Mapping[str, str]):
+def load_joint(prop: Property, networks: Mapping[str, str], differential: bool = False):
     """(graph, reference, property) of a query over several networks or tensors: the composed
-    graph (simplified, float64, CPU), its reference, and the property with its ties applied."""
+    graph (simplified, float64, CPU), its reference, and the property with its ties applied.
+    differential: bound copies as differences (compose); only for a query over the reals (the
+    differences are not how onnxruntime computes the copy)."""
     from .api import InputError
     from .simplify import simplify
 
@@ -391,7 +548,7 @@ def load_joint(prop: Property, networks: Mapping[str, str]):
         models = load_models(prop, paths)
         imap = input_map(prop)
         tied = tied_cases(prop, imap)
-        graph = simplify(compose(tied, models, imap))
+        graph = simplify(compose(tied, models, imap, differential))
     except JointError as e:
         raise InputError(str(e)) from None
     return graph, JointReference(tied, models, imap), tied

@@ -104,6 +104,7 @@ class Tensor:
     role: str
     shape: tuple[int, ...]
     onnx_name: str = ""
+    network: str = ""
 
 
 @dataclass
@@ -114,6 +115,7 @@ class Spec:
     tensors: dict[str, Tensor] = field(default_factory=dict)
     networks: list[str] = field(default_factory=list)
     formula: tuple = (AND, ())
+    same_model: dict[str, str] = field(default_factory=dict)   # equal-to network -> its model's network
 
     def of_role(self, role: str) -> list[Tensor]:
         return [t for t in self.tensors.values() if t.role == role]
@@ -161,7 +163,10 @@ def _declare_network(spec: Spec, e: list) -> None:
             raise SpecError(f"bad declaration in network {e[1]}")
         role = {"declare-input": INPUT, "declare-hidden": HIDDEN, "declare-output": OUTPUT}.get(d[0])
         if role is None:
-            if d[0] in ("equal-to", "isomorphic-to"):
+            if d[0] == "equal-to" and len(d) == 2 and isinstance(d[1], str):
+                spec.same_model[e[1]] = d[1]
+                continue
+            if d[0] == "isomorphic-to":
                 continue
             raise SpecError(f"unsupported declaration {d[0]!r}")
         if len(d) < 4:
@@ -174,7 +179,7 @@ def _declare_network(spec: Spec, e: list) -> None:
         onnx_name = d[4].strip('"') if role == HIDDEN and len(d) > 4 and isinstance(d[4], str) else ""
         if name in spec.tensors:
             raise SpecError(f"{name} declared twice")
-        spec.tensors[name] = Tensor(name, role, shape, onnx_name)
+        spec.tensors[name] = Tensor(name, role, shape, onnx_name, e[1])
 
 
 def _formula(spec: Spec, e) -> tuple:
@@ -416,22 +421,54 @@ def check_counterexample(spec_path: Path, onnx_path: Path, assignment_text: str)
     return check_parsed(spec, onnx_path, assignment)
 
 
-def check_parsed(spec: Spec, onnx_path: Path, assignment: dict[str, np.ndarray]) -> Check:
-    """The counterexample check proper, for an already parsed property and assignment."""
-    if len(spec.networks) > 1:
-        return Check("error", "properties over several networks are not checked")
-    inputs, hidden, outputs = spec.of_role(INPUT), spec.of_role(HIDDEN), spec.of_role(OUTPUT)
+def check_parsed(spec: Spec, onnx_path, assignment: dict[str, np.ndarray]) -> Check:
+    """The counterexample check proper, for an already parsed property and assignment.
+    onnx_path: the model, or {network: model file} for a property over several networks (an
+    equal-to network runs its model's file)."""
+    inputs = spec.of_role(INPUT)
     missing = [t.name for t in inputs if t.name not in assignment]
     if missing:
         return Check("missing", f"no value for input {', '.join(missing)}")
+    paths = onnx_path if isinstance(onnx_path, dict) else None
+    if paths is None and len(spec.networks) > 1:
+        return Check("error", "a property over several networks needs a model per network")
+    env: dict[str, list[float]] = {}
+    seen_all = []
+    for net in (spec.networks or [""]):
+        path = onnx_path if paths is None else paths.get(net, paths.get(spec.same_model.get(net, ""), None))
+        if path is None:
+            return Check("error", f"no model for network {net}")
+        status = _run_network(spec, net, path, assignment, env, seen_all)
+        if status is not None:
+            return status
+    for name, top in max_index(spec.formula).items():
+        if top >= len(env[name]):
+            role = spec.tensors[name].role
+            status = "bad-input" if role == INPUT else "error"
+            return Check(status, f"the property reads {name} element {top}, which has {len(env[name])}")
+    if not all(np.all(np.isfinite(v)) for v in seen_all):
+        return Check("bad-input", "non-finite input")
+    if not holds(spec.formula, env, inputs_only=True):
+        return Check("bad-input", "the input is outside the property's input region")
+    if not holds(spec.formula, env):
+        return Check("bad-output", "onnxruntime's output does not violate the property")
+    return Check("ok")
+
+
+def _run_network(spec: Spec, net: str, path, assignment, env: dict, seen_all: list) -> Check | None:
+    """Run one network's model on its inputs from the assignment; its inputs (as the model saw
+    them), hidden tensors and outputs go into env.  A Check when that fails."""
+    mine = lambda role: [t for t in spec.of_role(role) if not net or t.network == net]
+    inputs, hidden, outputs = mine(INPUT), mine(HIDDEN), mine(OUTPUT)
     try:
-        seen, outs = run_model(onnx_path, [assignment[t.name] for t in inputs], tuple(t.onnx_name for t in hidden))
+        seen, outs = run_model(path, [assignment[t.name] for t in inputs], tuple(t.onnx_name for t in hidden))
     except ValueError as e:
         return Check("bad-input", str(e))
     except Exception as e:  # onnxruntime raises its own types; any failure means "not confirmed"
         return Check("error", f"onnxruntime: {type(e).__name__}: {e}")
+    seen_all.extend(seen)
     n_graph = len(outs) - len(hidden)
-    env = {t.name: v.tolist() for t, v in zip(inputs, seen)}
+    env.update({t.name: v.tolist() for t, v in zip(inputs, seen)})
     if spec.version == 1:
         env["Y"] = np.concatenate(outs[:n_graph]).tolist() if n_graph else []
     else:
@@ -439,15 +476,4 @@ def check_parsed(spec: Spec, onnx_path: Path, assignment: dict[str, np.ndarray])
             return Check("error", f"the property declares {len(outputs)} outputs, the model has {n_graph}")
         env.update({t.name: v.tolist() for t, v in zip(outputs, outs[:n_graph])})
     env.update({t.name: v.tolist() for t, v in zip(hidden, outs[n_graph:])})
-    for name, top in max_index(spec.formula).items():
-        if top >= len(env[name]):
-            role = spec.tensors[name].role
-            status = "bad-input" if role == INPUT else "error"
-            return Check(status, f"the property reads {name} element {top}, which has {len(env[name])}")
-    if not all(np.all(np.isfinite(v)) for v in seen):
-        return Check("bad-input", "non-finite input")
-    if not holds(spec.formula, env, inputs_only=True):
-        return Check("bad-input", "the input is outside the property's input region")
-    if not holds(spec.formula, env):
-        return Check("bad-output", "onnxruntime's output does not violate the property")
-    return Check("ok")
+    return None

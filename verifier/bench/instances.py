@@ -5,7 +5,9 @@ Two forms of ``instances.csv`` are read:
 * the project's form, with a header ``onnx,vnnlib,timeout,expected``;
 * the plain VNN-COMP form, three columns ``onnx,vnnlib,timeout`` and no header.
 
-Paths in the file are relative to the benchmark folder.  A VNN-LIB 2.0 run reads the ``vnnlib2/``
+Paths in the file are relative to the benchmark folder.  For a query over several networks (VNN-LIB
+2.0) the onnx column lists them as ``name=path`` pairs separated by ``;`` or blanks, or as
+``(name path)`` pairs (a network declared ``equal-to`` another takes none).  A VNN-LIB 2.0 run reads the ``vnnlib2/``
 twin of each property: the same relative path with its first component ``vnnlib`` replaced by
 ``vnnlib2``.  Instances without such a twin are reported, not run.
 """
@@ -47,6 +49,12 @@ class Instance:
         return existing(self.bench_dir / self.onnx)
 
     @property
+    def networks(self) -> dict[str, Path] | None:
+        """{network: model file} when the onnx column names the networks, else None."""
+        pairs = network_pairs(self.onnx)
+        return None if pairs is None else {k: existing(self.bench_dir / v) for k, v in pairs.items()}
+
+    @property
     def spec_version(self) -> str:
         return "v2" if self.spec.relative_to(self.bench_dir).parts[0] == "vnnlib2" else "v1"
 
@@ -67,6 +75,26 @@ class Selection:
     filter: str | None = None  # regex searched in "bench/onnx/vnnlib"
     every: int = 1             # keep rows 0, K, 2K, ... of those that pass the filter
     limit: int | None = None   # then at most N of them
+
+
+_PAIR = re.compile(r"\(\s*([A-Za-z][A-Za-z0-9_]*)\s*[, ]\s*([^()\s]+)\s*\)|([A-Za-z][A-Za-z0-9_]*)=([^;\s]+)")
+
+
+def network_pairs(column: str) -> dict[str, str] | None:
+    """The (network, path) pairs of an onnx column that names its networks; None for a plain path."""
+    text = column.strip()
+    if "=" not in text and not text.startswith("("):
+        return None
+    out: dict[str, str] = {}
+    rest = _PAIR.sub("", text).replace(";", "").strip()
+    if rest:
+        raise InstancesError(f"cannot read the network list {column!r} (expected name=path pairs)")
+    for m in _PAIR.finditer(text):
+        name, path = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
+        if name in out:
+            raise InstancesError(f"network {name} listed twice in {column!r}")
+        out[name] = path
+    return out
 
 
 def existing(path: Path) -> Path:

@@ -81,8 +81,10 @@ def time_limit(inst: Instance, cfg: RunConfig) -> float:
 def command(inst: Instance, cfg: RunConfig) -> list[str]:
     limit = time_limit(inst, cfg)
     seconds = str(int(limit)) if float(limit).is_integer() else repr(float(limit))
-    network = f"{network_name(inst.spec)}={inst.onnx_path}"
-    return [*cfg.verifier, "verify", str(inst.spec), "--network", network, "--timeout", seconds, *cfg.extra]
+    nets = inst.networks
+    pairs = [f"{k}={v}" for k, v in nets.items()] if nets is not None else [f"{network_name(inst.spec)}={inst.onnx_path}"]
+    options = [a for p in pairs for a in ("--network", p)]
+    return [*cfg.verifier, "verify", str(inst.spec), *options, "--timeout", seconds, *cfg.extra]
 
 
 class Processes:
@@ -176,7 +178,8 @@ def evaluate(inst: Instance, cfg: RunConfig, procs: Processes | None = None) -> 
     check, detail = "", outcome.detail
     if outcome.verdict == "sat":
         try:
-            verdict_check = check_counterexample(inst.spec, inst.onnx_path, outcome.stdout)
+            models = inst.networks if inst.networks is not None else inst.onnx_path
+            verdict_check = check_counterexample(inst.spec, models, outcome.stdout)
         except Exception as e:  # the check must never take the campaign down; unconfirmed is wrong
             verdict_check = Check("error", f"checker: {type(e).__name__}: {e}")
         check, detail = verdict_check.status, verdict_check.detail

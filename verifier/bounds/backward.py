@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from ..ir import Graph, Node
-from ..ops import RULES
+from ..ops import RULES, side_boxes
 from .interval import Bounds, interval_bounds
 from .rounding import (accumulate, clean_bounds, coef, floor, lower, magnitude, model_coef, model_floor,
                        model_planes)
@@ -181,12 +181,12 @@ def _bias_only(a: Tensor, b: Tensor, const: Tensor, err: Tensor) -> tuple[Tensor
     return new_const, accumulate(err, e)
 
 
-def _planes(node: Node, rule, a: Tensor, relax: Relaxation, graph_model: torch.dtype | None = None
-            ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _planes(node: Node, rule, a: Tensor, relax: Relaxation, graph_model: torch.dtype | None = None,
+            side: list | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(w, c, w_e, c_e): the chosen plane per coefficient (upper where a < 0), and elementwise
-    bounds of |w| and |c| over the rows (B, *shape)."""
+    bounds of |w| and |c| over the rows (B, *shape).  side: bounds of the node's other inputs."""
     plo, phi = relax.pre[node.name]
-    lw, lb, uw, ub = rule.relax(node, plo, phi)
+    lw, lb, uw, ub = rule.relax(node, plo, phi, *(side or []))
     lw, lb, uw, ub = (t.unsqueeze(1) for t in (lw, lb, uw, ub))
     if relax.slopes is not None and node.name in relax.slopes:
         lw, lb = rule.lower_with_slope(node, plo.unsqueeze(1), phi.unsqueeze(1), relax.slopes[node.name])
@@ -201,12 +201,13 @@ def _planes(node: Node, rule, a: Tensor, relax: Relaxation, graph_model: torch.d
 
 
 def _activation_step(node: Node, rule, a: Tensor, A: dict, const: Tensor, err: Tensor,
-                     relax: Relaxation, float_model: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
+                     relax: Relaxation, float_model: torch.dtype | None = None, side: list | None = None
+                     ) -> tuple[Tensor, Tensor]:
     """Replace the activation by its planes.  The intercept sum rounds like any sum of n terms;
     each coefficient a_i w_i (- beta_i s_i) rounds by at most gamma(2) of |a w| + |beta| (plus
     tiny (|a| + |w| + 2) for subnormals), which costs that times m_i in the objective."""
     n = node.size
-    w, c, w_e, c_e = _planes(node, rule, a, relax, float_model)
+    w, c, w_e, c_e = _planes(node, rule, a, relax, float_model, side)
     ac = a * c
     new_const = const + _row_sum(ac)
     g = a * w
@@ -254,7 +255,8 @@ def backward_linear(graph: Graph, start: str, C: Tensor, relax: Relaxation,
         else:
             if record is not None:
                 record[node.name] = a
-            const, err = _activation_step(node, rule, a, A, const, err, relax, graph.float_model)
+            const, err = _activation_step(node, rule, a, A, const, err, relax, graph.float_model,
+                                          side_boxes(graph, node, relax.pre))
     return A.pop(graph.input_name, None), const, err
 
 

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from ..ir import Graph
-from ..ops import RULES
+from ..ops import RULES, side_boxes
 from .rounding import (accumulate, clean_bounds, coef, floor, lower, magnitude, model_coef, model_floor,
                        model_planes, upper)
 
@@ -163,7 +163,7 @@ def forward_bounds(graph: Graph, lo: Tensor, hi: Tensor,
         if fixed is not None and node.name in fixed:
             plo, phi = torch.maximum(plo, fixed[node.name][0]), torch.minimum(phi, fixed[node.name][1])
         pre[node.name] = plo, phi = clean_bounds(plo, phi)
-        planes = model_planes(graph.float_model, rule, node, rule.relax(node, plo, phi))
+        planes = model_planes(graph.float_model, rule, node, rule.relax(node, plo, phi, *side_boxes(graph, node, pre)))
         lw, lb, uw, ub = planes
         err = _activation_error(low[x], up[x], planes, mx)
         low[node.name] = _scale(low[x], up[x], lw, lb) + (err,)

@@ -76,7 +76,7 @@ def interval_bounds(graph: Graph, lo: Tensor, hi: Tensor,
         elif rule.linear:
             l, h = _linear_interval(node, rule, ins, [graph.shape_of(i) for i in node.inputs], graph.float_model)
         else:
-            l, h = rule.interval(node, *ins[0])
+            l, h = rule.interval(node, *ins[0], *ins[1:])
             if graph.float_model is not None:
                 e = model_function_error(graph.float_model, rule, node)
                 l, h = lower(l, e), upper(h, e)

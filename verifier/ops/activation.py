@@ -29,6 +29,7 @@ def _f_err(v: Tensor) -> Tensor:
 @rule("Relu")
 class ReluRule(ActivationRule):
     splittable = True
+    delta = "ReluDelta"
 
     def evaluate(self, node: Node, x: Tensor) -> Tensor:
         return torch.relu(x)

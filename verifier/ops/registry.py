@@ -116,10 +116,18 @@ class LinearRule(OpRule):
 class ActivationRule(OpRule):
     """An elementwise nonlinearity with sound interval and linear relaxation rules.
 
+    Its planes are in its first input.  A rule with further inputs (a relational rule, say)
+    receives their bounds after its own, as (lo, hi) pairs, in interval and relax (None where
+    nothing is known of one: the relaxation must then hold for every value of it); its planes
+    have no coefficient on them.
+
     splittable: the op is piecewise linear with one kink at 0, so fixing the sign of its input
     (a branch-and-bound split) makes it exactly linear."""
 
     splittable = False
+    # the op of the rule bounding f(a + d) - f(a) as a function of d, with a as second input
+    # (verifier/joint.py bounds the difference of two copies of a network with it), or None
+    delta: str | None = None
 
     def interval(self, node: Node, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
@@ -140,6 +148,15 @@ class ActivationRule(OpRule):
     def lower_with_slope(self, node: Node, lo: Tensor, hi: Tensor, slope: Tensor) -> tuple[Tensor, Tensor]:
         """The lower plane for a given (clamped) slope: (lw, lb)."""
         raise NotImplementedError
+
+
+def side_boxes(graph, node: Node, pre) -> list:
+    """Bounds of node's inputs after the first, for its relaxation: pre[act] of the activation
+    whose (first) input each one is, else None (unknown)."""
+    if len(node.inputs) < 2:
+        return []
+    by_value = {graph.by_name[k].inputs[0]: v for k, v in pre.items() if k in graph.by_name}
+    return [by_value.get(v) for v in node.inputs[1:]]
 
 
 def unsupported_ops(onnx_types) -> list[str]:
