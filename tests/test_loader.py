@@ -466,7 +466,7 @@ def test_unsupported_ops_are_listed_together():
 
 def test_unsupported_form_of_supported_op_names_node():
     b = Builder(np.random.default_rng(0), 13)
-    y = b.op("Mul", ["x", b.op("Relu", ["x"])])
+    y = b.op("Mul", ["x", b.op("ReduceSum", [b.op("Relu", ["x"]), b.ints([1])], keepdims=1)])
     with pytest.raises(ModelError, match=r"Mul.*two variables|two variables.*Mul"):
         to_graph(b.finish("x", [1, 3], y))
 

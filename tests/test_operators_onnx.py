@@ -476,9 +476,9 @@ def _(b):
     return [1, 3], b.op("Div", ["x", b.const([1.0, 0.0, 2.0])])
 
 
-@refused("div_constant_by_variable", 13, "constant by a variable")
+@refused("div_variables_broadcast", 13, "broadcasting between variables")
 def _(b):
-    return [1, 3], b.op("Div", [b.const([1.0, 3.0, 2.0]), "x"])
+    return [1, 3], b.op("Div", ["x", b.op("ReduceSum", ["x", b.ints([1])], keepdims=1)])
 
 
 @refused("mul_by_nan", 13, "NaN")

@@ -81,6 +81,10 @@ def _compare(got: np.ndarray, got32: np.ndarray, want: np.ndarray) -> None:
     if not bad.any():
         tol = tolerance(want, got32 - got)  # inf or NaN when float32 overflowed: nothing passes
         bad = ~(np.abs(got - want) <= tol) | (not np.isfinite(tol))
+    if not np.all(np.isfinite(want)):
+        j = int(np.flatnonzero(~np.isfinite(want))[0])
+        raise InputError(f"onnxruntime computes {want[j]} for output {j} at a point of the input region: the model "
+                         "is not a finite function there (a division by zero, an overflow)")
     if bad.any():
         j = int(np.flatnonzero(bad)[0])
         raise InputError(f"the imported graph disagrees with onnxruntime at output {j}: {got[j]:.9g} "

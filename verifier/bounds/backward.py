@@ -55,7 +55,11 @@ def magnitudes(graph: Graph, lo: Tensor, hi: Tensor, pre: Mapping[str, tuple[Ten
                upto: str | None = None) -> dict[str, Tensor]:
     """Bounds of |value| over the domain for every value up to `upto`: interval bounds through
     the activation input bounds pre (which hold on the domain, split decisions included)."""
-    known = {graph.by_name[a].inputs[0]: b for a, b in pre.items() if a in graph.by_name}
+    known = {}
+    for key, b in pre.items():
+        name, k = (key, 0) if isinstance(key, str) else key     # (node, k): the node's input k
+        if name in graph.by_name:
+            known[graph.by_name[name].inputs[k]] = b
     return mags_of(interval_bounds(graph, lo, hi, known or None, upto=upto))
 
 
@@ -233,6 +237,36 @@ def _activation_step(node: Node, rule, a: Tensor, A: dict, const: Tensor, err: T
     return new_const, _add_coefficients(A, node.inputs[0], g, err, relax.mags)
 
 
+def _multi_step(node: Node, rule, a: Tensor, A: dict, const: Tensor, err: Tensor, relax: Relaxation,
+                side: list) -> tuple[Tensor, Tensor]:
+    """Replace a node whose planes are in every input (rule.multi_planes) by them: the
+    objective reaches each input through its slope.  Rounding as in _activation_step, per input."""
+    n = node.size
+    boxes = [relax.pre[node.name]] + list(side)
+    lws, lb, uws, ub = rule.relax_all(node, *boxes)
+    up = a < 0
+    c = torch.where(up, ub.unsqueeze(1), lb.unsqueeze(1))
+    new_const = const + _row_sum(a * c)
+    with torch.no_grad():
+        dt = a.dtype
+        a_abs = a.detach().abs()
+        a1 = _row_sum(a_abs)
+        c_e = torch.maximum(lb.abs(), ub.abs())
+        e = coef(n + 1, n + 3, dt) * (const.detach().abs() + _dot_rows(a_abs, c_e))
+        e = e + floor(dt, 2 * n + 2, a1, _batch_sum(c_e))
+        for value, lw, uw in zip(node.inputs, lws, uws):
+            m = relax.mags[value]
+            w_e = torch.maximum(lw.abs(), uw.abs())
+            e = e + coef(3, n + 3, dt) * _dot_rows(a_abs, w_e * m)
+            mmax = m.reshape(m.shape[0], -1).amax(-1, keepdim=True)
+            e = e + floor(dt, 1, a1 * mmax, (_batch_max(w_e) + 2) * _batch_sum(m))
+        err = accumulate(err, e)
+    for value, lw, uw in zip(node.inputs, lws, uws):
+        g = a * torch.where(up, uw.unsqueeze(1), lw.unsqueeze(1))
+        err = _add_coefficients(A, value, g, err, relax.mags)
+    return new_const, err
+
+
 def backward_linear(graph: Graph, start: str, C: Tensor, relax: Relaxation,
                     record: dict | None = None) -> tuple[Tensor | None, Tensor, Tensor]:
     """The linear lower bound of sum(C[b, j] * v[b]), v = value `start`, over the domain:
@@ -252,6 +286,8 @@ def backward_linear(graph: Graph, start: str, C: Tensor, relax: Relaxation,
         rule = RULES[node.op]
         if rule.linear:
             const, err = _linear_step(graph, node, rule, a, A, const, err, relax.mags)
+        elif rule.multi_planes:
+            const, err = _multi_step(node, rule, a, A, const, err, relax, side_boxes(graph, node, relax.pre))
         else:
             if record is not None:
                 record[node.name] = a
@@ -395,6 +431,15 @@ def crown_intermediate(graph: Graph, lo: Tensor, hi: Tensor, ibp: Bounds | None 
         pre[act.name] = (plo, phi)
         known[act.inputs[0]] = (plo, phi)
         last = act.inputs[0]
+        if RULES[act.op].multi_planes:   # a product's planes need every input's bounds
+            for k, value in enumerate(act.inputs[1:], start=1):
+                b = known.get(value) or (fixed or {}).get((act.name, k))
+                if b is None:
+                    if value not in ibp:
+                        ibp = interval_bounds(graph, lo, hi, known, reuse=ibp, upto=value)
+                    b = bounds_of_value(graph, lo, hi, value, ibp[value], Relaxation(pre, mags=mags_of(ibp)),
+                                        budget_elems, deadline)
+                pre[(act.name, k)] = known[value] = b
     return pre
 
 

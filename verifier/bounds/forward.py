@@ -163,6 +163,7 @@ def forward_bounds(graph: Graph, lo: Tensor, hi: Tensor,
         if fixed is not None and node.name in fixed:
             plo, phi = torch.maximum(plo, fixed[node.name][0]), torch.minimum(phi, fixed[node.name][1])
         pre[node.name] = plo, phi = clean_bounds(plo, phi)
+        # (a multi_planes rule's relax is planes in its first input alone: flat ones, always valid)
         planes = model_planes(graph.float_model, rule, node, rule.relax(node, plo, phi, *side_boxes(graph, node, pre)))
         lw, lb, uw, ub = planes
         err = _activation_error(low[x], up[x], planes, mx)

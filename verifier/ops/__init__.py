@@ -1,5 +1,7 @@
 """Operator knowledge: importing the registries' modules registers every op."""
 from .registry import CONVERTERS, RULES, ActivationRule, LinearRule, OpRule, converts, rule, side_boxes
-from . import linear, shape, activation, pool, reduce, resize, elementwise, piecewise, relational  # noqa: F401  (registration side effects)
+# registration side effects:
+from . import linear, shape, activation, pool, reduce, resize, elementwise, piecewise  # noqa: F401
+from . import relational, bilinear  # noqa: F401
 
 __all__ = ["CONVERTERS", "RULES", "ActivationRule", "LinearRule", "OpRule", "converts", "rule", "side_boxes"]

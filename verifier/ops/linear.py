@@ -317,15 +317,12 @@ def _add_sub(ctx, n) -> None:
         _affine(ctx, x, None if sign > 0 else np.array(-1.0), c, n.output[0])
 
 
-@converts("Mul", "Div")
-def _mul_div(ctx, n) -> None:
+def _by_constant(ctx, n) -> None:
+    """Mul or Div of a variable by a constant (the Mul and Div converter of ops/bilinear.py
+    sends these here): an affine map."""
     a, b = n.input
     if ctx.is_const(a) and not ctx.is_const(b) and n.op_type == "Mul":
         a, b = b, a
-    if not ctx.is_const(b):
-        what = "of two variables" if not ctx.is_const(a) else "of a constant by a variable"
-        raise ctx.unsupported(n, f"{n.op_type} {what} (only {'multiplication' if n.op_type == 'Mul' else 'division'} "
-                                 "by constants)")
     x, c = ctx.broadcast_const(n, ctx.var(a), b)
     if n.op_type == "Div" and not np.all(c != 0):
         raise ctx.unsupported(n, "Div by a constant with zero entries")

@@ -125,6 +125,9 @@ class ActivationRule(OpRule):
     (a branch-and-bound split) makes it exactly linear."""
 
     splittable = False
+    # True: relax_all gives planes in every input (a product of two variables, say); the
+    # propagators then push the objective into each input
+    multi_planes = False
     # the op of the rule bounding f(a + d) - f(a) as a function of d, with a as second input
     # (verifier/joint.py bounds the difference of two copies of a network with it), or None
     delta: str | None = None
@@ -134,6 +137,12 @@ class ActivationRule(OpRule):
 
     def relax(self, node: Node, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Planes (lw, lb, uw, ub), elementwise: lw*x+lb <= f(x) <= uw*x+ub for x in [lo, hi]."""
+        raise NotImplementedError
+
+    def relax_all(self, node: Node, *boxes) -> tuple[list[Tensor], Tensor, list[Tensor], Tensor]:
+        """([lw_i], lb, [uw_i], ub), one slope per input (multi_planes rules): elementwise,
+        sum_i lw_i x_i + lb <= f(x) <= sum_i uw_i x_i + ub on the boxes (lo, hi) of the inputs
+        (None where unknown)."""
         raise NotImplementedError
 
     def model_error(self, node: Node, dtype: torch.dtype) -> float:
@@ -151,12 +160,13 @@ class ActivationRule(OpRule):
 
 
 def side_boxes(graph, node: Node, pre) -> list:
-    """Bounds of node's inputs after the first, for its relaxation: pre[act] of the activation
-    whose (first) input each one is, else None (unknown)."""
+    """Bounds of node's inputs after the first, for its relaxation: pre[(node, k)] for input k
+    when computed for it (crown_intermediate does for multi_planes rules), else pre[act] of the
+    activation whose first input it is, else None (unknown)."""
     if len(node.inputs) < 2:
         return []
-    by_value = {graph.by_name[k].inputs[0]: v for k, v in pre.items() if k in graph.by_name}
-    return [by_value.get(v) for v in node.inputs[1:]]
+    by_value = {graph.by_name[k].inputs[0]: v for k, v in pre.items() if isinstance(k, str) and k in graph.by_name}
+    return [pre.get((node.name, k), by_value.get(v)) for k, v in enumerate(node.inputs) if k > 0]
 
 
 def unsupported_ops(onnx_types) -> list[str]:

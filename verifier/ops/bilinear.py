@@ -1,0 +1,105 @@
+"""Products of two variable tensors: Mul of two variables, and Div by a variable as a product with
+its Reciprocal.
+
+x * y over a box [xl, xh] x [yl, yh] lies between McCormick's planes (Mc Cormick 1976): below
+yl x + xl y - xl yl and yh x + xh y - xh yh, above yh x + xl y - xl yh and yl x + xh y - xh yl
+(each is the product's value at two corners plus a term of constant sign).  The rule takes the
+average of each pair, a plane in both inputs, so it is one rule with planes in every input
+(``multi_planes``).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..bounds.rounding import clean_bounds, lower, tiny, unit, upper
+from ..ir import Node
+from .registry import ActivationRule, converts, rule
+
+
+def _product_err(p: Tensor) -> Tensor:
+    """A bound on the rounding of one product p = fl(a b): u |p| + tiny (a flushed subnormal)."""
+    return unit(p.dtype) * p.abs() + 2 * tiny(p.dtype)
+
+
+@rule("MulVar")
+class BilinearRule(ActivationRule):
+    """inputs (x, y) of one shape: x * y."""
+
+    multi_planes = True
+
+    def evaluate(self, node: Node, x: Tensor, y: Tensor) -> Tensor:
+        return x * y
+
+    def interval(self, node, xl, xh, y_box=None):
+        xl, xh = clean_bounds(xl, xh)
+        if y_box is None:
+            full = torch.full_like(xl, torch.inf)
+            return -full, full
+        yl, yh = clean_bounds(*y_box)
+        corners = [a * b for a in (xl, xh) for b in (yl, yh)]
+        # 0 * inf is NaN: an infinite end makes the product unbounded (unless the other is 0)
+        corners = [torch.where(torch.isnan(c), torch.zeros_like(c), c) for c in corners]
+        lo = torch.stack([lower(c, _product_err(c)) for c in corners]).amin(0)
+        hi = torch.stack([upper(c, _product_err(c)) for c in corners]).amax(0)
+        return clean_bounds(lo, hi)
+
+    def relax(self, node, xl, xh, y_box=None):
+        """Planes in x alone (for propagators that take only the first input's planes): the flat
+        planes of the interval, valid whatever the planes' use."""
+        lo, hi = self.interval(node, xl, xh, y_box)
+        zero = torch.zeros_like(lo)
+        return zero, lo, zero.clone(), hi
+
+    def relax_all(self, node, x_box, y_box):
+        """([wx, wy], lb, [wx, wy], ub): the averages of McCormick's pairs.  Both have slopes
+        wx = (yl + yh) / 2, wy = (xl + xh) / 2 (each rounded once, by u of itself: the plane moves
+        by at most u (|wx| mx + |wy| my) over the box, m the largest magnitudes); the intercepts
+        -(xl yl + xh yh) / 2 and -(xl yh + xh yl) / 2 round three times.  Unbounded inputs: flat
+        planes from the interval (infinite)."""
+        xl, xh = clean_bounds(*x_box)
+        if y_box is None:
+            yl, yh = torch.full_like(xl, -torch.inf), torch.full_like(xl, torch.inf)
+        else:
+            yl, yh = clean_bounds(*y_box)
+        ok = torch.isfinite(xl) & torch.isfinite(xh) & torch.isfinite(yl) & torch.isfinite(yh)
+        zero = torch.zeros_like(xl)
+        xl0, xh0, yl0, yh0 = (torch.where(ok, t, zero) for t in (xl, xh, yl, yh))
+        wx, wy = (yl0 + yh0) / 2, (xl0 + xh0) / 2
+        mx, my = torch.maximum(xl0.abs(), xh0.abs()), torch.maximum(yl0.abs(), yh0.abs())
+        a, b, c, d = xl0 * yl0, xh0 * yh0, xl0 * yh0, xh0 * yl0
+        slope = unit(xl.dtype) * (wx.abs() * mx + wy.abs() * my) + 4 * tiny(xl.dtype) * (1 + mx + my)
+        lb = lower(-(a + b) / 2, 4 * unit(xl.dtype) * (a.abs() + b.abs()) + slope + 4 * tiny(xl.dtype))
+        ub = upper(-(c + d) / 2, 4 * unit(xl.dtype) * (c.abs() + d.abs()) + slope + 4 * tiny(xl.dtype))
+        ilo, ihi = self.interval(node, xl, xh, (yl, yh))
+        wx, wy = torch.where(ok, wx, zero), torch.where(ok, wy, zero)
+        return [wx, wy], torch.where(ok, lb, ilo), [wx.clone(), wy.clone()], torch.where(ok, ub, ihi)
+
+
+@converts("Mul", "Div")
+def _mul_div(ctx, n) -> None:
+    """By a constant: an affine map (ops/linear.py); of two variables: the product rule; by a
+    variable: a product with the divisor's Reciprocal (c / y: the Reciprocal scaled)."""
+    from .linear import _affine, _by_constant
+
+    a, b = n.input
+    if ctx.is_const(a) and ctx.is_const(b):
+        raise ctx.unsupported(n, f"{n.op_type} of two constants")   # folded before: not reached
+    if ctx.is_const(b) or (ctx.is_const(a) and n.op_type == "Mul"):
+        _by_constant(ctx, n)
+        return
+    divisor = ctx.var(b)
+    if n.op_type == "Div":
+        divisor = ctx.emit("Reciprocal", [divisor], {})
+        if ctx.is_const(a):     # c / y
+            x, c = ctx.broadcast_const(n, divisor, a)
+            _affine(ctx, x, c, None, n.output[0])
+            return
+    x, y = ctx.var(a), divisor
+    rank = max(len(ctx.onnx_shape(x)), len(ctx.onnx_shape(y)))
+    x, y = ctx.lift(n, x, rank), ctx.lift(n, y, rank)
+    if ctx.shape(x) != ctx.shape(y):
+        raise ctx.unsupported(n, f"{n.op_type} of two variables of shapes {list(ctx.onnx_shape(x))} and "
+                                 f"{list(ctx.onnx_shape(y))} (broadcasting between variables)")
+    ctx.emit("MulVar", [x, y], {}, n.output[0])
+
