@@ -371,3 +371,32 @@ def test_copies_bounded_as_a_difference_are_sound_and_tighter(tmp_path):
     graph = load_joint(prop, {"f": str(f), "g": str(g)}, differential=True)[0]
     assert "ReluDelta" in {n.op for n in graph.nodes}
     assert bounds[True] >= bounds[False] - 1e-9
+
+
+# --------------------------------------------------------------------------- comparisons across nodes
+def test_comparisons_mixing_inputs_and_outputs(tmp_path):
+    """MNC: Y[0,1] = X[0,0] + X[0,1] exactly here (the model's second output is a - b for inputs
+    a, b: D = A - B), so D[0,1] + B[0,1] - A[0,1] is 0 everywhere."""
+    m = two_in_two_out(tmp_path / "m.onnx")
+    text = ("(declare-network m (declare-input A real [1,2]) (declare-input B real [1,2]) "
+            "(declare-output S real [1,2]) (declare-output D real [1,2]))\n" + box("A", 2) + box("B", 2))
+    never = write(tmp_path, text + "(assert (or (> (- (+ D[0,1] B[0,1]) A[0,1]) 0.0001) "
+                                   "(< (- (+ D[0,1] B[0,1]) A[0,1]) -0.0001)))\n", "u.vnnlib")
+    assert decide({"m": m}, never).verdict is Verdict.UNSAT
+    # S[0,0] = relu(A + B) exceeds A[0,0] somewhere (where B[0,0] > 0)
+    some = write(tmp_path, text + "(assert (> S[0,0] (+ A[0,0] 0.5)))\n", "s.vnnlib")
+    r = decide({"m": m}, some)
+    assert r.verdict is Verdict.SAT
+    a, b, s = r.x[:2], r.x[2:], r.y[:2]
+    assert s[0] > a[0] + 0.5 and s[0] == max(np.float32(a[0]) + np.float32(b[0]), 0)
+
+
+def test_mixed_comparison_parses_through_the_inputs_copy():
+    import vnnlib
+    from vnnlib.v2 import ECHO
+
+    prop = vnnlib.parse_text(HEAD + net("f", 2, 1, "X", "Y") + box("X", 2) + "(assert (<= Y[0,0] (* 2 X[0,1])))\n")
+    assert [v.name for v in prop.outputs] == ["Y", ECHO] and prop.n_out == 3
+    (conj,) = prop.cases[0].region
+    assert conj.C.tolist() == [[1.0, 0.0, -2.0]] and conj.d.tolist() == [0.0]
+    assert conj.holds(np.array([1.0, 9.0, 0.5])) and not conj.holds(np.array([1.5, 9.0, 0.5]))

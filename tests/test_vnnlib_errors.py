@@ -105,7 +105,6 @@ CASES = [
     (H2 + '(assert (<= (* Y[0] Y[1]) 1))', 3, 13, 'non-linear term (POLY theory unsupported)'),
     (H2 + '(assert (<= (* 2 (+ Y[0] 1) (- Y[1])) 1))',
      3, 13, 'non-linear term (POLY theory unsupported)'),
-    (H2 + '(assert (<= X[0,0] Y[1]))', 3, 9, 'mixed input/output'),
     (H2 + '(declare-fun X[0] () Real)', 3, 14, 'declare-fun is not VNN-LIB 2.0'),
     (H2 + '(assert (<= Y[0] 1))\n(declare-network m (declare-input A Real [2]) '
      '(declare-output B Real [2]))',

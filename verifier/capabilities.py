@@ -21,7 +21,7 @@ CAPABILITIES: dict[str, tuple[str, ...]] = {
     "--hidden-node-theories": ("NH", "H"),
     "--multiple-input-output-theories": ("SIO", "MIO"),
     "--multiple-network-theories": ("SNET", "MENET", "MINET", "MNET"),
-    "--multiple-node-comparison-theories": ("SNC",),
+    "--multiple-node-comparison-theories": ("SNC", "MNC"),
     "--arithmetic-complexity-theories": ("BND", "OUTC", "LIN"),
     "--optimised-disjunctive-reasoning": ("false",),
     "--serialise-assignments": ("true",),

@@ -330,10 +330,12 @@ def compose(prop: Property, models: Mapping[str, LoadedModel], imap: InputMap, d
         at += sum(v.size for v in net.inputs)
     built: dict[str, dict[str, str]] = {}
     observed: list[tuple[str, int]] = []
+    echo: list[tuple[str, int]] = []
     for net in prop.networks:
         lm = models[net.name]
         frag = lm.fragment
         inputs = _select_inputs(b, net, frag, imap, source, offsets[net.name])
+        echo += [(inputs[ir_name], var.size) for var, (ir_name, _, _) in zip(net.inputs, frag.inputs)]
         base = _base(net, prop, models, imap, offsets) if differential else None
         if base is not None:
             rename = _Difference(b, net, base, models[base.name].fragment, built[base.name], inputs).build(frag)
@@ -350,6 +352,8 @@ def compose(prop: Property, models: Mapping[str, LoadedModel], imap: InputMap, d
                 raise JointError(f"{var.name} has {var.size} elements but the model's tensor {tensor!r} has "
                                  f"shape {list(onnx_shape)}")
             observed.append((rename[ir_name], size))
+    if echoes_inputs(prop):     # the inputs too, as the networks read them (MNC)
+        observed += echo
     parts = []
     for j, (name, size) in enumerate(observed):
         parts.append(b.add(f"query:observed_{j}", "Reshape", [name], b.params(("reshape", (size,)), dict), (size,)))
@@ -501,6 +505,8 @@ class JointReference:
                 offset += var.size
             got = dict(zip(lm.tensors, lm.session.run(list(lm.tensors), feeds)))
             outs += [np.asarray(got[t], dtype=np.float64).reshape(-1) for t in lm.reads[net.name]]
+        if echoes_inputs(self.prop):
+            outs.append(x)
         return np.concatenate(outs)
 
     def place(self, z: np.ndarray, case: Case) -> np.ndarray | None:
@@ -526,13 +532,19 @@ class JointReference:
         return self.imap.apply(np.minimum(np.maximum(x[rep], lo[rep]), hi[rep]))
 
 
+def echoes_inputs(prop: Property) -> bool:
+    """Whether the property also reads the inputs among the observed values (a comparison that
+    mixes inputs with outputs: vnnlib.v2.ECHO), after every declared observed tensor."""
+    return prop.n_out > sum(v.size for n in prop.networks for v in n.observed)
+
+
 def needs_joint(prop: Property) -> bool:
     """Whether the query needs the composed graph: anything beyond one network with one input
-    and one output, each the model's own."""
+    and one output, each the model's own, and comparisons of outputs only."""
     if len(prop.networks) != 1:
         return len(prop.networks) > 1
     net = prop.networks[0]
-    return len(net.inputs) != 1 or len(net.outputs) != 1 or bool(net.hidden)
+    return len(net.inputs) != 1 or len(net.outputs) != 1 or bool(net.hidden) or echoes_inputs(prop)
 
 
 def load_joint(prop: Property, networks: Mapping[str, str], differential: bool = False):

@@ -98,10 +98,15 @@ def parse_number(tok: str) -> float | None:
 class Converter:
     """Turns assert bodies into formulas.  resolve(symbol) -> variable code, or SymbolError."""
 
-    def __init__(self, src: Source, dialect: Dialect, resolve: Callable[[str], int]):
+    def __init__(self, src: Source, dialect: Dialect, resolve: Callable[[str], int],
+                 echo: Callable[[int], int] | None = None):
+        """echo: for a comparison that mixes inputs with outputs (MNC), the output-side code
+        that stands for an input element (a copy of the input among the observed values); None:
+        such comparisons are refused."""
         self.src = src
         self.dialect = dialect
         self.resolve = resolve
+        self.echo = echo
         self.codes: dict[str, int] = {}
         self.memo: dict[str, Formula] = {}
 
@@ -229,7 +234,7 @@ class Converter:
             raise self.fail(parent, j, str(e), _part(tok, 2)) from None
         f = self._leaves(kind, x, y, a, b)
         if f is None:
-            raise self.fail(parent, j, _MIXED)
+            f = self._echoed(kind, x, y, a, b, lambda: self.fail(parent, j, _MIXED))
         self.memo[tok] = f
         return f
 
@@ -243,10 +248,9 @@ class Converter:
         a = node[FIRST + 1]
         b = node[FIRST + 2]
         if a.__class__ is str and b.__class__ is str and a[0] != "(" and b[0] != "(":
-            f = self._leaves(kind, self.leaf(a, node, FIRST + 1), self.leaf(b, node, FIRST + 2), a, b)
-            if f is None:
-                raise self.fail(node, 0, _MIXED)
-            return f
+            x, y = self.leaf(a, node, FIRST + 1), self.leaf(b, node, FIRST + 2)
+            f = self._leaves(kind, x, y, a, b)
+            return f if f is not None else self._echoed(kind, x, y, a, b, lambda: self.fail(node, 0, _MIXED))
         ta = self.term(node, FIRST + 1)
         tb = self.term(node, FIRST + 2)
         if kind is EQ:
@@ -256,6 +260,13 @@ class Converter:
         if kind is GE or kind is GT:
             ta, tb = tb, ta
         return self._diff(ta, tb, kind is LT or kind is GT, node)
+
+    def _echoed(self, kind: str, x, y, xt: str, yt: str, error) -> Formula:
+        """A comparison of an input leaf with an output leaf, the input read through its echo."""
+        if self.echo is None:
+            raise error()
+        x, y = (self.echo(v) if v.__class__ is int and v >= 0 else v for v in (x, y))
+        return self._leaves(kind, x, y, xt, yt)
 
     @staticmethod
     def _leaves(kind: str, x: int | float, y: int | float, xt: str, yt: str) -> Formula | None:
@@ -282,10 +293,16 @@ class Converter:
             coefs[v] = coefs.get(v, 0) - c
         const = ta[1] - tb[1]
         items = sorted((v, c) for v, c in coefs.items() if c != 0)
+        if items and items[0][0] < 0 <= items[-1][0]:
+            if self.echo is None:
+                raise self.fail(node, 0, _MIXED)
+            echoed: dict[int, Fraction] = {}
+            for v, c in items:
+                key = self.echo(v) if v >= 0 else v
+                echoed[key] = echoed.get(key, 0) + c
+            items = sorted((v, c) for v, c in echoed.items() if c != 0)
         if not items:
             return TRUE if (const < 0 if strict else const <= 0) else FALSE
-        if items[0][0] < 0 <= items[-1][0]:
-            raise self.fail(node, 0, _MIXED)
         try:
             fcoefs = tuple(float(c) for _, c in items)
             fconst = float(const) + 0.0   # + 0.0: no -0.0 in the output

@@ -9,8 +9,11 @@ hidden tensors); element types of ONNX or ``real``/``Real``; full zero-based ind
 comparisons ``<= >= < > == !=`` (``!=`` as its disjunction ``<`` or ``>``), ``+ - *`` (LIN),
 ``and``/``or``.  Element codes: ``property.Network``.
 
-Refused: non-linear products (POLY), ``initialized`` inputs, and constraints that mix inputs
-with outputs or hidden tensors (MNC).
+A comparison that mixes inputs with outputs or hidden tensors (MNC) reads the inputs through
+their copy among the observed values: an extra output-side variable ``(inputs)`` after every
+declared one, whose element i is input element i (present only when some comparison needs it).
+
+Refused: non-linear products (POLY), ``initialized`` inputs.
 
 Legacy converter output: some published 2.0 files declare ``X Real [0]`` and then list the
 elements SMT-LIB style, ``(declare-fun X[0] () Real)`` ... .  A variable declared with shape
@@ -52,6 +55,9 @@ DIALECT = Dialect(
 )
 
 _RELATIONS = ("equal-to", "isomorphic-to")
+# the output-side variable that copies every input element, for comparisons that mix inputs with
+# outputs (MNC): its element i stands for input element i
+ECHO = "(inputs)"
 _KINDS = {"declare-input": 0, "declare-hidden": 1, "declare-output": 2}
 
 
@@ -102,6 +108,7 @@ def parse(src: Source, root: SExpr) -> Query:
     _version(src, root)
     nets: list[_Net] = []
     variables: dict[str, _Var] = {}
+    echoed: list[bool] = []     # set once a comparison mixes inputs with outputs (MNC)
     asserts, assert_tokens = [], []
     conv: Converter | None = None
     for j in range(FIRST + 1, len(root)):
@@ -114,7 +121,9 @@ def parse(src: Source, root: SExpr) -> Query:
                 raise src.error(node[0], "assert before any declare-network")
             if conv is None:
                 _finish_all(src, nets)
-                conv = Converter(src, DIALECT, _resolver(variables, {n.name for n in nets}))
+                n_obs = sum(v.size for n in nets for v in n.parts[1] + n.parts[2])
+                conv = Converter(src, DIALECT, _resolver(variables, {n.name for n in nets}),
+                                 echo=lambda code, n_obs=n_obs: (echoed.append(True), ~(n_obs + code))[1])
             if len(node) != FIRST + 2:
                 raise conv.fail(node, min(len(node), FIRST + 2),
                                 f"'assert' takes 1 formula, got {len(node) - FIRST - 1}")
@@ -140,8 +149,13 @@ def parse(src: Source, root: SExpr) -> Query:
              [v for n in nets for v in n.parts[1] + n.parts[2]])
     starts = tuple([v.offset for v in side] for side in sides)
 
+    n_in = sum(v.size for v in sides[0])
+    n_observed = sum(v.size for v in sides[1])
+
     def var_of(code: int) -> tuple[_Var, int]:
         side, flat = (0, code) if code >= 0 else (1, ~code)
+        if side == 1 and flat >= n_observed:      # an input's echo: named as the input
+            side, flat = 0, flat - n_observed
         v = sides[side][bisect.bisect_right(starts[side], flat) - 1]
         return v, flat - v.offset
 
@@ -153,7 +167,7 @@ def parse(src: Source, root: SExpr) -> Query:
         version="2.0",
         network=nets[0].name,
         inputs=tuple(v.variable() for v in sides[0]),
-        outputs=tuple(v.variable() for v in sides[1]),
+        outputs=tuple(v.variable() for v in sides[1]) + ((Variable(ECHO, "real", (n_in,)),) if echoed else ()),
         asserts=tuple(asserts),
         assert_tokens=tuple(assert_tokens),
         element_name=name,
