@@ -254,11 +254,11 @@ def to_float64(model: onnx.ModelProto) -> onnx.ModelProto:
     return m
 
 
-def run_float64(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
-    """The network in float64 (to_float64): onnxruntime, or ONNX's reference evaluator for
-    the kernels onnxruntime's CPU provider lacks in double (Conv, AveragePool,
+def run_float64(model: onnx.ModelProto, x: np.ndarray, widen=None) -> np.ndarray:
+    """The network in float64 (widen, default to_float64): onnxruntime, or ONNX's reference
+    evaluator for the kernels onnxruntime's CPU provider lacks in double (Conv, AveragePool,
     GlobalAveragePool: NOT_IMPLEMENTED)."""
-    m64 = to_float64(model)
+    m64 = (widen or to_float64)(model)
     try:
         return run_onnxruntime(m64, x)
     except Exception as e:  # onnxruntime's own exception types

@@ -17,7 +17,7 @@ import torch
 
 import verifier
 from helpers_nets import (Builder, assert_matches, case_registry, one_torch_thread,  # noqa: F401 (fixture)
-                          run_onnxruntime, run_reference, to_float64)
+                          run_float64, run_onnxruntime, run_reference, to_float64)
 from verifier.onnx_import import ModelError, to_graph
 from verifier.ops import RULES
 from verifier.simplify import simplify
@@ -394,13 +394,7 @@ def widen(model: onnx.ModelProto) -> onnx.ModelProto:
 def run_wide(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
     """onnxruntime on widen(model): a rounding-free oracle for the float64 IR; ONNX's reference
     evaluator for the kernels onnxruntime lacks in double (Conv, Mean, Resize, ...)."""
-    m64 = widen(model)
-    try:
-        return run_onnxruntime(m64, x)
-    except Exception as e:  # onnxruntime's own exception types
-        if "NOT_IMPLEMENTED" not in str(e):
-            raise
-        return run_reference(m64, x)
+    return run_float64(model, x, widen)
 
 
 PARAMS = [pytest.param(name, opset, id=f"{name}-op{opset}") for name, (_, ops) in CASES.items() for opset in ops]

@@ -211,14 +211,18 @@ class Convex(Smooth):
         """convex_planes (concave_planes) on the finite entries, flat planes from box elsewhere."""
         concave = self.concave if concave is None else concave
         ok, lo0, hi0 = finite(lo, hi)
+        shape = concave_planes if concave else convex_planes
+        return finish(ok, shape(lo0, hi0, *self.plane_values(node, lo0, hi0)), *box)
+
+    def plane_values(self, node, lo0, hi0):
+        """(flo, elo, fhi, ehi, t, ft, et, kt, ekt): f at the ends and at the tangent point t
+        with their errors, and f'(t) with its own: what the plane shapes are built from."""
         flo, elo = self.value(node, lo0)
         fhi, ehi = self.value(node, hi0)
         t = self.tangent_point(lo0, hi0)
         ft, et = self.value(node, t)
         kt = self.df(node, t)
-        ekt = f_err(kt, self.dunits(node, t))
-        shape = concave_planes if concave else convex_planes
-        return finish(ok, shape(lo0, hi0, flo, elo, fhi, ehi, t, ft, et, kt, ekt), *box)
+        return flo, elo, fhi, ehi, t, ft, et, kt, f_err(kt, self.dunits(node, t))
 
     def tangent_point(self, lo: Tensor, hi: Tensor) -> Tensor:
         return (lo + hi / 2 - lo / 2).clamp(lo, hi)  # no overflow of lo + hi
@@ -540,14 +544,9 @@ class SShaped(Convex):
         lo, hi = clean_bounds(lo, hi)
         box = self.interval(node, lo, hi)
         ok, lo0, hi0 = finite(lo, hi)
-        flo, elo = self.value(node, lo0)
-        fhi, ehi = self.value(node, hi0)
-        t = self.tangent_point(lo0, hi0)
-        ft, et = self.value(node, t)
-        kt = self.df(node, t)
-        ekt = f_err(kt, self.dunits(node, t))
-        vex = convex_planes(lo0, hi0, flo, elo, fhi, ehi, t, ft, et, kt, ekt)
-        cave = concave_planes(lo0, hi0, flo, elo, fhi, ehi, t, ft, et, kt, ekt)
+        values = self.plane_values(node, lo0, hi0)
+        flo, elo, fhi, ehi = values[:4]
+        vex, cave = convex_planes(lo0, hi0, *values), concave_planes(lo0, hi0, *values)
         dlo, dhi = self.df(node, lo0), self.df(node, hi0)
         k = torch.minimum(lower(dlo, f_err(dlo, self.dunits(node, lo0))),
                           lower(dhi, f_err(dhi, self.dunits(node, hi0)))).clamp(min=0)
