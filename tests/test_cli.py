@@ -267,21 +267,21 @@ def test_element_type_mismatch(run_main, examples, tmp_path):
 def test_unsupported_operator_is_named_with_its_node(run_main, tmp_path):
     graph = helper.make_graph(
         [helper.make_node("Gemm", ["X", "W", "B"], ["h"], name="fc", transB=1),
-         helper.make_node("Softmax", ["h"], ["Y"], name="soft_max")], "softmax",
+         helper.make_node("Hardmax", ["h"], ["Y"], name="hard_max")], "hardmax",
         [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 2])],
         [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1, 2])],
         [numpy_helper.from_array(np.eye(2, dtype=np.float32), "W"),
          numpy_helper.from_array(np.zeros(2, np.float32), "B")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    path = tmp_path / "softmax.onnx"
+    path = tmp_path / "hardmax.onnx"
     path.write_bytes(model.SerializeToString())
     query = tmp_path / "q.vnnlib"
     query.write_text("(vnnlib-version <2.0>)\n(declare-network net\n  (declare-input X float32 [1,2])\n"
                      "  (declare-output Y float32 [1,2]))\n"
                      "(assert (and (>= X[0,0] 0.0) (<= X[0,0] 1.0) (>= X[0,1] 0.0) (<= X[0,1] 1.0)))\n"
                      "(assert (>= Y[0,0] 5.0))\n")
-    assert_input_error(run_main("verify", query, "--network", f"net={path}"), "Softmax", "soft_max")
+    assert_input_error(run_main("verify", query, "--network", f"net={path}"), "Hardmax", "hard_max")
 
 
 def test_bad_input_through_the_real_process(examples, tmp_path):

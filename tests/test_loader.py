@@ -177,6 +177,11 @@ def _(b):
     return [6], b.op("Neg", [b.op("Relu", [b.op("Tanh", ["x"])])])
 
 
+@case("softmax_last_axis")
+def _(b):
+    return [1, 6], b.op("Softmax", [b.gemm("x", 6, 4, scale=1.0)], axis=-1)
+
+
 @case("flatten_axis1")
 def _(b):
     return [1, 2, 3, 4], b.op("Flatten", ["x"], axis=1)
@@ -453,13 +458,13 @@ def test_unsupported_ops_are_listed_together():
     hid = 2
     _, y_h = b.op("LSTM", [b.op("Reshape", [h, b.ints([1, 1, 3])]), _w(b, 1, 4 * hid, 3), _w(b, 1, 4 * hid, hid)],
                   n_out=2, hidden_size=hid)
-    y = b.op("Relu", [b.op("Softmax", [b.op("Softmax", [y_h])])])
+    y = b.op("Relu", [b.op("Hardmax", [b.op("Hardmax", [y_h])])])
     model = b.finish("x", [1, 3], y)
     names = {n.op_type: n.name for n in model.graph.node}
     with pytest.raises(ModelError) as e:
         to_graph(model)
     msg = str(e.value)
-    for op in ("LSTM", "Softmax"):
+    for op in ("LSTM", "Hardmax"):
         assert op in msg and names[op] in msg, msg
     assert "Relu" not in msg and "Gemm" not in msg
 

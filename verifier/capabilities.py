@@ -8,7 +8,7 @@ ONNX_OPERATORS = (
     "Flatten", "Floor", "Gather", "Gelu", "Gemm", "GlobalAveragePool", "HardSigmoid", "Identity",
     "LeakyRelu", "Log", "MatMul", "MaxPool", "Mean", "Mul", "Neg", "PRelu", "Pad", "Pow", "Reciprocal",
     "ReduceMean", "ReduceSum", "Relu", "Reshape", "Resize", "Shape", "Sigmoid", "Sign", "Sin", "Slice",
-    "Softplus", "Softsign", "Split", "Sqrt", "Squeeze", "Sub", "Sum", "Tanh", "Tile", "Transpose",
+    "Softmax", "Softplus", "Softsign", "Split", "Sqrt", "Squeeze", "Sub", "Sum", "Tanh", "Tile", "Transpose",
     "Unsqueeze", "Upsample", "Where",
 )
 

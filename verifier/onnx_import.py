@@ -62,8 +62,9 @@ def _attrs(node: onnx.NodeProto) -> dict:
 class ImportContext:
     """State of one conversion: maps ONNX value names to IR values or constants."""
 
-    def __init__(self, offset: int):
+    def __init__(self, offset: int, opset: int = OPSETS[-1]):
         self.offset = offset  # 0: the ONNX tensors have a leading batch axis; 1: they have none
+        self.opset = opset    # of the standard domain: where an op's defaults changed between opsets
         self.values: dict[str, str] = {}
         self.consts: dict[str, np.ndarray] = {}
         self.shapes: dict[str, tuple[int, ...]] = {}
@@ -286,7 +287,7 @@ def to_fragment(model: onnx.ModelProto, tensors: list[str] | None = None) -> Fra
     opset = _opset(model)
     check_element_types(model)
     layouts, offset = _input_layouts(model)
-    ctx = ImportContext(offset)
+    ctx = ImportContext(offset, opset)
     for name, shape, _ in layouts:
         ctx.values[name] = name
         ctx.shapes[name] = shape
