@@ -177,6 +177,14 @@ def _(b):
     return [6], b.op("Neg", [b.op("Relu", [b.op("Tanh", ["x"])])])
 
 
+@case("min_max_reductions", (11, 13, 17))
+def _(b):
+    h = b.op("Max", [b.gemm("x", 6, 4), b.gemm("x", 6, 4)])
+    h = b.op("Min", [h, b.const([0.5, 0.2, 0.1, 0.3])])
+    h = b.op("ReduceMin", [b.op("Reshape", [h, b.ints([1, 2, 2])])], axes=[2], keepdims=1)
+    return [1, 6], b.op("ReduceMax", [h], axes=[1], keepdims=0)
+
+
 @case("softmax_last_axis")
 def _(b):
     return [1, 6], b.op("Softmax", [b.gemm("x", 6, 4, scale=1.0)], axis=-1)
