@@ -185,6 +185,12 @@ def _(b):
     return [1, 6], b.op("ReduceMax", [h], axes=[1], keepdims=0)
 
 
+@case("layer_norm_last_axis", (17, 21))
+def _(b):
+    return [1, 6], b.op("LayerNormalization", [b.gemm("x", 6, 4), b.const([1.0, 0.5, 2.0, 1.5]),
+                                               b.const([0.1, 0.0, -0.2, 0.3])], epsilon=1e-5)
+
+
 @case("softmax_last_axis")
 def _(b):
     return [1, 6], b.op("Softmax", [b.gemm("x", 6, 4, scale=1.0)], axis=-1)

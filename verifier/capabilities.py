@@ -6,10 +6,10 @@ ONNX_OPERATORS = (
     "Abs", "Add", "AveragePool", "BatchNormalization", "Cast", "Ceil", "Clip", "Concat", "Constant",
     "ConstantOfShape", "Conv", "ConvTranspose", "Cos", "Div", "Dropout", "Elu", "Erf", "Exp", "Expand",
     "Flatten", "Floor", "Gather", "Gelu", "Gemm", "GlobalAveragePool", "HardSigmoid", "Identity",
-    "LeakyRelu", "Log", "MatMul", "Max", "MaxPool", "Mean", "Min", "Mul", "Neg", "PRelu", "Pad", "Pow",
-    "Reciprocal", "ReduceMax", "ReduceMean", "ReduceMin", "ReduceSum", "Relu", "Reshape", "Resize", "Shape",
-    "Sigmoid", "Sign", "Sin", "Slice", "Softmax", "Softplus", "Softsign", "Split", "Sqrt", "Squeeze", "Sub",
-    "Sum", "Tanh", "Tile", "Transpose", "Unsqueeze", "Upsample", "Where",
+    "LayerNormalization", "LeakyRelu", "Log", "MatMul", "Max", "MaxPool", "Mean", "Min", "Mul", "Neg",
+    "PRelu", "Pad", "Pow", "Reciprocal", "ReduceMax", "ReduceMean", "ReduceMin", "ReduceSum", "Relu",
+    "Reshape", "Resize", "Shape", "Sigmoid", "Sign", "Sin", "Slice", "Softmax", "Softplus", "Softsign",
+    "Split", "Sqrt", "Squeeze", "Sub", "Sum", "Tanh", "Tile", "Transpose", "Unsqueeze", "Upsample", "Where",
 )
 
 CAPABILITIES: dict[str, tuple[str, ...]] = {
