@@ -152,3 +152,25 @@ def test_imported_products_equal_onnxruntime(form):
     model = b.finish("x", [1, 3], y)
     xs = [np.random.default_rng(k).uniform(-2, 2, size=(1, 3)).astype(np.float32) for k in range(8)]
     assert_matches(model, graph_of(model), xs)
+
+
+@pytest.mark.parametrize("shapes", [((1, 3, 4), (1, 4, 2)), ((1, 2, 3, 4), (1, 2, 4, 3))])
+def test_matmul_of_two_variables_equals_onnxruntime_and_bounds_hold(shapes):
+    """Attention-like A @ B with both factors computed from the input."""
+    from helpers_nets import Builder, assert_matches, graph_of
+    from verifier.bounds.interval import interval_bounds
+    from verifier.evaluate import forward
+
+    (sa, sb) = shapes
+    b = Builder(np.random.default_rng(5), 13)
+    na, nb = int(np.prod(sa)), int(np.prod(sb))
+    A = b.op("Reshape", [b.gemm("x", 3, na), b.ints(list(sa))])
+    B = b.op("Reshape", [b.op("Relu", [b.gemm("x", 3, nb)]), b.ints(list(sb))])
+    model = b.finish("x", [1, 3], b.op("MatMul", [A, B]))
+    graph = graph_of(model)
+    xs = [np.random.default_rng(k).uniform(-1, 1, size=(1, 3)).astype(np.float32) for k in range(6)]
+    assert_matches(model, graph, xs)
+    lo, hi = -torch.ones(1, 3, dtype=torch.float64), torch.ones(1, 3, dtype=torch.float64)
+    ylo, yhi = interval_bounds(graph, lo, hi)[graph.output_name]
+    y = forward(graph, lo + (hi - lo) * torch.rand(4096, 3, dtype=torch.float64))
+    assert (y >= ylo - 1e-12).all() and (y <= yhi + 1e-12).all()

@@ -456,9 +456,9 @@ def _(b):
     return [5, 2], b.op("Gemm", [_w(b, 3, 5), "x"])
 
 
-@refused("matmul_two_variables", 13, "two variables")
-def _(b):
-    return [1, 3, 3], b.op("MatMul", ["x", b.op("Relu", ["x"])])
+@refused("matmul_two_variables_broadcast", 13, "two variables")
+def _(b):   # (1, 3, 3) @ (1, 1, 3, 3): leading axes that broadcast
+    return [1, 3, 3], b.op("MatMul", ["x", b.op("Unsqueeze", [b.op("Relu", ["x"]), b.ints([1])])])
 
 
 @refused("matmul_batched_constant", 13, "batched constant")

@@ -9,12 +9,15 @@ average of each pair, a plane in both inputs, so it is one rule with planes in e
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from ..bounds.rounding import clean_bounds, lower, tiny, unit, upper
 from ..ir import Node
 from .registry import ActivationRule, converts, rule
+
+MAX_PRODUCTS = 1 << 20   # elementary products of one MatMul of two variables (memory: ~8 MB each copy)
 
 
 def _product_err(p: Tensor) -> Tensor:
@@ -103,3 +106,29 @@ def _mul_div(ctx, n) -> None:
                                  f"{list(ctx.onnx_shape(y))} (broadcasting between variables)")
     ctx.emit("MulVar", [x, y], {}, n.output[0])
 
+
+
+def matmul_of_variables(ctx, n) -> None:
+    """A @ B of two variables, (..., m, k) @ (..., k, q) with the same leading axes: every product
+    A[p, i, l] * B[p, l, j] as one element of two gathered copies (MulVar), then the sums over l
+    (ReduceSum): exact over the reals, m q k products per leading index."""
+    a, b = ctx.var(n.input[0]), ctx.var(n.input[1])
+    sa, sb = tuple(ctx.onnx_shape(a)), tuple(ctx.onnx_shape(b))
+    if len(sa) < 2 or len(sb) < 2 or sa[:-2] != sb[:-2] or sa[-1] != sb[-2]:
+        raise ctx.unsupported(n, f"MatMul of two variables of shapes {list(sa)} and {list(sb)} (two matrices "
+                                 "with the same leading axes)")
+    lead, (m, k), q = sa[:-2], sa[-2:], sb[-1]
+    P = int(np.prod(lead, dtype=np.int64)) if lead else 1
+    if P * m * q * k > MAX_PRODUCTS:
+        raise ctx.unsupported(n, f"MatMul of two variables with {P * m * q * k} products (at most {MAX_PRODUCTS})")
+    p, i, j, l = np.meshgrid(np.arange(P), np.arange(m), np.arange(q), np.arange(k), indexing="ij")
+    ia = (p * m * k + i * k + l).reshape(-1)
+    ib = (p * k * q + l * q + j).reshape(-1)
+    size = ia.size
+    fa = ctx.emit("Reshape", [a], {}, shape=(P * m * k,))
+    fb = ctx.emit("Reshape", [b], {}, shape=(P * k * q,))
+    ea = ctx.emit("Gather", [fa], {"axis": 1, "indices": torch.as_tensor(ia)}, shape=(size,))
+    eb = ctx.emit("Gather", [fb], {"axis": 1, "indices": torch.as_tensor(ib)}, shape=(size,))
+    prods = ctx.emit("Reshape", [ctx.emit("MulVar", [ea, eb], {})], {}, shape=(P * m * q, k))
+    sums = ctx.emit("ReduceSum", [prods], {"axes": (2,), "keepdim": False, "scale": None}, shape=(P * m * q,))
+    ctx.emit("Reshape", [sums], {}, n.output[0], shape=ctx.ir_shape(sa[:-1] + (q,), n))

@@ -99,8 +99,11 @@ def _matmul_weight(ctx, n, name: str, x: str) -> tuple[np.ndarray, str]:
 @converts("MatMul")
 def _matmul(ctx, n) -> None:
     a, b = n.input
-    if ctx.is_const(a) == ctx.is_const(b):
-        raise ctx.unsupported(n, "MatMul of two variables")
+    if not ctx.is_const(a) and not ctx.is_const(b):
+        from .bilinear import matmul_of_variables
+
+        matmul_of_variables(ctx, n)
+        return
     left = ctx.is_const(a)
     W, x = _matmul_weight(ctx, n, a, ctx.var(b)) if left else _matmul_weight(ctx, n, b, ctx.var(a))
     xr = len(ctx.onnx_shape(x))
