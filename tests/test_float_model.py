@@ -150,3 +150,21 @@ def test_float_model_bounds_contain_onnxruntime(tmp_path, seed, offset):
         y = ref.run(x.astype(np.float32))
         assert np.all(ylo[0].numpy() <= y) and np.all(y <= yhi[0].numpy())
         assert np.all(clo.numpy() <= y) and np.all(y <= chi.numpy())
+
+
+def test_graph_is_computed_in_float32_only_when_its_constants_are_float32_values():
+    """On a GPU the engine computes in float32; a float64 model's weights rounded there would be
+    another function, so such a graph keeps float64 (api.verify checks holds_exactly_in)."""
+    import torch
+
+    from verifier.ir import Graph, Node
+
+    def graph(w: float, p: float = 2.0) -> Graph:
+        W = torch.tensor([[w, 1.0]], dtype=torch.float64).T
+        nodes = (Node("y", "MatMul", ("x",), {"W": W, "b": None}, (1,)), Node("z", "Pow", ("y",), {"p": p}, (1,)))
+        return Graph("x", (2,), nodes, "z", (1, 2))
+
+    assert graph(0.5).holds_exactly_in(torch.float32)
+    assert not graph(0.1).holds_exactly_in(torch.float32)
+    assert not graph(0.5, p=0.1).holds_exactly_in(torch.float32)
+    assert graph(0.1).holds_exactly_in(torch.float64)

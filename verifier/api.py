@@ -144,6 +144,8 @@ def verify(onnx_path: str | os.PathLike | Mapping[str, str | os.PathLike], vnnli
     except ValueError as e:
         raise InputError(str(e)) from None
     dtype = numeric_setup(device)
+    if not graph.holds_exactly_in(dtype):   # a float64 model on the GPU: bounded in float64 there
+        dtype = torch.float64
     torch.manual_seed(cfg.seed)
     graph = graph.to(device, dtype)
     q = Query(graph, prop, ref, cfg, deadline, device, dtype)

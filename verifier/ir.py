@@ -80,6 +80,20 @@ class Graph:
                 out.setdefault(i, []).append(n)
         return out
 
+    def holds_exactly_in(self, dtype: torch.dtype) -> bool:
+        """Whether every constant of the graph (tensors and numbers in params) is a value of
+        dtype: only then may the graph be computed in dtype (a float64 model's weights rounded to
+        float32 would be another function)."""
+        def exact(v: Any) -> bool:
+            if isinstance(v, torch.Tensor):
+                return not v.is_floating_point() or bool((v.to(dtype).to(v.dtype) == v).all())
+            if isinstance(v, float):
+                return float(torch.tensor(v, dtype=dtype)) == v
+            if isinstance(v, (list, tuple)):
+                return all(exact(p) for p in v)
+            return True
+        return all(exact(v) for n in self.nodes for v in n.params.values())
+
     def to(self, device: torch.device | str, dtype: torch.dtype) -> "Graph":
         """A copy whose tensor parameters live on device in dtype."""
         def move(v: Any) -> Any:
