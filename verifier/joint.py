@@ -5,18 +5,22 @@ with one flat input and one flat output, so the query is composed into such a gr
 
 - its input z holds every declared input element, in code order (``vnnlib.property.Network``);
   each model input reads its elements from z;
-- input elements tied by an equality that holds in every case (``X_f[0] == X_g[0]``) read one
-  representative element, so the copies see the same variable, not two variables that merely
-  share a box;
+- input elements tied by an equality that holds in every case (``X_f[0] == X_g[0]``, or with a
+  float offset, ``X_g[0] == X_f[0] + 0.0078125``) read one representative element (plus the
+  offset), so the copies see the same variable, not two variables that merely share a box;
 - an ordering between two input elements that holds in every case (``X_f[0] >= X_g[0]``, as in
   monotonicity queries) is built into the graph: the larger side reads max(z_a, z_b) =
   z_a + relu(z_b - z_a).  Over a box already cut by the ordering (``lower._tightened``) that
   map sends the box exactly onto the box's points that meet it, so bounds over the box are
   bounds over the constrained region, and every point the search proposes is mapped into it;
 - its output is the concatenation, in code order, of every observed tensor (hidden tensors and
-  outputs of each network), flattened;
+  outputs of each network), flattened, and of the inputs again when a comparison mixes inputs
+  with outputs (MNC);
 - nodes of copies of one model (``equal-to``) that compute the same thing from the same
-  elements are merged, so that their difference is exactly 0 in every bound.
+  elements are merged, so that their difference is exactly 0 in every bound;
+- a copy whose inputs are related to its model's but not all tied, or whose weights differ
+  (``isomorphic-to``), is built as its model plus a difference (``_Difference``), for queries
+  over the reals.
 
 The reference (``JointReference``) runs every model with onnxruntime on the same elements and
 concatenates the same tensors: a counterexample is confirmed on every model.
