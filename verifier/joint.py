@@ -273,10 +273,9 @@ def tied_cases(prop: Property, imap: InputMap) -> Property:
 
 
 def _out(total: np.ndarray, a: np.ndarray, b: np.ndarray, direction: int) -> np.ndarray:
-    """total = a + b as computed, moved one ulp outwards wherever the sum rounded."""
-    with np.errstate(invalid="ignore"):
-        exact = (total - a == b) & (total - b == a)
-    return np.where(exact | (b == 0), total, np.nextafter(total, direction * np.inf))
+    """total = a + b as computed (one rounding, to nearest), moved one ulp outwards wherever b is
+    not 0: then it lies on the outer side of the exact sum, whether the sum rounded or not."""
+    return np.where(b == 0, total, np.nextafter(total, direction * np.inf))
 
 
 # --------------------------------------------------------------------------- the graph
