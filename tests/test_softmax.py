@@ -29,9 +29,18 @@ def test_softmax_equals_onnxruntime(opset, axis):
     assert_matches(model, graph_of(model), xs)
 
 
-def test_softmax_along_another_axis_is_refused():
-    with pytest.raises(ModelError, match="Softmax along axis 1"):
-        graph_of(_model(13, 1, shape=(1, 5, 1)))
+@pytest.mark.parametrize("opset, axis", [(13, 1), (13, -2), (11, 1), (11, 2)])
+def test_softmax_along_other_axes_equals_onnxruntime(opset, axis):
+    """Opset 13 on: along that axis (between two transpositions); before: over the axes from it
+    on, flattened (ONNX's coercion to 2-D)."""
+    model = _model(opset, axis, shape=(1, 5, 1) if axis in (1, -2) and opset >= 13 else (1, 1, 5))
+    xs = [np.random.default_rng(k).uniform(-3, 3, size=(1, 4)).astype(np.float32) for k in range(8)]
+    assert_matches(model, graph_of(model), xs)
+
+
+def test_softmax_over_the_batch_axis_is_refused():
+    with pytest.raises(ModelError, match="over the batch axis"):
+        graph_of(_model(13, 0))
 
 
 def test_softmax_outputs_verified_both_ways(tmp_path):
