@@ -56,18 +56,14 @@ def _max_min(ctx, n) -> None:
 @converts("ReduceMax", "ReduceMin")
 def _reduce_max(ctx, n) -> None:
     """Over each reduced axis, the slices along it combined pairwise (a tree of depth log k)."""
-    from .reduce import _reduce_axes
+    from .reduce import reduction
 
-    x = ctx.var(n.input[0])
-    s = ctx.onnx_shape(x)
-    axes = _reduce_axes(ctx, n, len(s))
-    if axes == []:
-        ctx.alias(n.output[0], n.input[0])
+    found = reduction(ctx, n)
+    if found is None:
         return
-    axes = list(range(len(s))) if axes is None else axes
+    x, s, axes, _, out = found
     if ctx.offset == 0 and 0 in axes:
         raise ctx.unsupported(n, f"{n.op_type} over the batch axis")
-    keep = bool(ctx.attrs(n).get("keepdims", 1))
     y = x
     for axis in axes:
         ir_axis = axis + ctx.offset    # the IR's batched axis (offset 0: ONNX axis 0 is the batch)
@@ -80,5 +76,4 @@ def _reduce_max(ctx, n) -> None:
                      for k in range(0, len(parts) - 1, 2)]
             parts = pairs + ([parts[-1]] if len(parts) % 2 else [])
         y = parts[0]
-    out = [1 if i in axes else d for i, d in enumerate(s)] if keep else [d for i, d in enumerate(s) if i not in axes]
     ctx.emit("Reshape", [y], {}, n.output[0], shape=ctx.ir_shape(out, n))

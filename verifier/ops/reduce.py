@@ -145,17 +145,27 @@ def _reduce_axes(ctx, n, rank: int) -> list[int] | None:
     return sorted(axes)
 
 
-@converts("ReduceSum", "ReduceMean")
-def _reduce(ctx, n) -> None:
+def reduction(ctx, n):
+    """(x, its ONNX shape, the reduced axes, keepdims, the ONNX output shape) of a Reduce* node,
+    or None when it reduces nothing (then its output is bound to its input here)."""
     x = ctx.var(n.input[0])
     s = ctx.onnx_shape(x)
     axes = _reduce_axes(ctx, n, len(s))
     if axes == []:
         ctx.alias(n.output[0], n.input[0])
-        return
+        return None
     axes = list(range(len(s))) if axes is None else axes
     keep = bool(ctx.attrs(n).get("keepdims", 1))
     out = [1 if i in axes else d for i, d in enumerate(s)] if keep else [d for i, d in enumerate(s) if i not in axes]
+    return x, s, axes, keep, out
+
+
+@converts("ReduceSum", "ReduceMean")
+def _reduce(ctx, n) -> None:
+    found = reduction(ctx, n)
+    if found is None:
+        return
+    x, s, axes, keep, out = found
     k = _numel([s[i] for i in axes])
     scale = 1.0 / k if n.op_type == "ReduceMean" and k > 1 else None
     ir_axes = tuple(a + ctx.offset for a in axes if a + ctx.offset > 0)  # offset 0: ONNX axis 0 is the batch of 1
