@@ -400,3 +400,14 @@ def test_mixed_comparison_parses_through_the_inputs_copy():
     (conj,) = prop.cases[0].region
     assert conj.C.tolist() == [[1.0, 0.0, -2.0]] and conj.d.tolist() == [0.0]
     assert conj.holds(np.array([1.0, 9.0, 0.5])) and not conj.holds(np.array([1.5, 9.0, 0.5]))
+
+
+def test_unbounded_input_can_still_be_sat(tmp_path):
+    """D = A - B with A[0,0] unbounded: D[0,0] > 50 needs A[0,0] > 50, found by searching wider
+    regions; the counterexample meets the query as written (no bound on A[0,0])."""
+    m = two_in_two_out(tmp_path / "m.onnx")
+    text = ("(declare-network m (declare-input A real [1,2]) (declare-input B real [1,2]) "
+            "(declare-output S real [1,2]) (declare-output D real [1,2]))\n"
+            "(assert (>= A[0,1] -1))\n(assert (<= A[0,1] 1))\n" + box("B", 2, 0.0, 0.5))
+    r = decide({"m": m}, write(tmp_path, text + "(assert (> D[0,0] 50))\n"))
+    assert r.verdict is Verdict.SAT and r.y[2] > 50 and r.x[0] > 50

@@ -158,6 +158,41 @@ def stage_bounds(q: Query, cases: Cases) -> tuple[np.ndarray, dict | None]:
     return open_idx[keep[left]], take_bounds(pre, left)
 
 
+SEARCH_WIDTHS = (1.0, 10.0, 100.0, 1000.0)   # how far past its finite bounds an unbounded input is searched
+
+
+def searched_region(prop: Property, width: float) -> Property:
+    """The property with every infinite input bound replaced by a finite one, `width` times
+    max(1, the case's largest finite bound) beyond the other end (or around 0): a region for the
+    attack to search, never for a bound (an unsat over it says nothing about the query)."""
+    cases = []
+    for c in prop.cases:
+        finite = np.concatenate([c.lo[np.isfinite(c.lo)], c.hi[np.isfinite(c.hi)]])
+        w = width * max(1.0, float(np.abs(finite).max()) if finite.size else 1.0)
+        lo = np.where(np.isfinite(c.lo), c.lo, np.where(np.isfinite(c.hi), c.hi - w, -w))
+        hi = np.where(np.isfinite(c.hi), c.hi, np.where(np.isfinite(c.lo), c.lo + w, w))
+        cases.append(replace(c, lo=lo, hi=hi, _memo={}))
+    return replace(prop, cases=tuple(cases))
+
+
+def search(q: Query, why: str) -> Result:
+    """For a query with unbounded inputs: attacks over finite regions of growing width
+    (searched_region), each candidate confirmed against the query as written (its unbounded
+    inputs admit any finite value); sat, or unknown with `why`.  No bound is computed."""
+    try:
+        for r, width in enumerate(SEARCH_WIDTHS * 4):
+            prop = searched_region(q.prop, width)
+            cases = build_cases(prop, q.graph.input_shape, q.graph.output_size, q.dtype, q.device)
+            found = stage_attack(q, cases, None, round_=r)
+            if found is not None:
+                return found
+            if q.deadline.expired():
+                return Result(Verdict.TIMEOUT)
+        return Result(Verdict.UNKNOWN, reason=f"{why}; no counterexample found where the inputs were searched")
+    except OutOfTime:
+        return Result(Verdict.TIMEOUT)
+
+
 def decide(q: Query) -> Result:
     """The verdict for a loaded query; never raises OutOfTime."""
     try:
