@@ -411,3 +411,19 @@ def test_unbounded_input_can_still_be_sat(tmp_path):
             "(assert (>= A[0,1] -1))\n(assert (<= A[0,1] 1))\n" + box("B", 2, 0.0, 0.5))
     r = decide({"m": m}, write(tmp_path, text + "(assert (> D[0,0] 50))\n"))
     assert r.verdict is Verdict.SAT and r.y[2] > 50 and r.x[0] > 50
+
+
+def test_rows_over_several_inputs_prune_the_search(tmp_path):
+    """y = x0 + x1 on [-1, 1]^2 with x0 + x1 <= -1.5: y > -1.2 is impossible there, but not over
+    the box; input splitting drops the sub-boxes that hold no point of the row (a rigorous lower
+    bound of the row above 0) and refutes the rest."""
+    f = mlp(tmp_path / "f.onnx", np.eye(2), np.full(2, 5.0), np.ones((1, 2)), np.array([-10.0]))
+    text = "".join(f"(declare-const X_{i} Real)\n" for i in range(2)) + "(declare-const Y_0 Real)\n"
+    text += "".join(f"(assert (>= X_{i} -1))\n(assert (<= X_{i} 1))\n" for i in range(2))
+    text += "(assert (<= (+ X_0 X_1) -1.5))\n"
+    q = tmp_path / "q.vnnlib"
+    q.write_text(text + "(assert (> Y_0 -1.2))\n")
+    assert verifier.verify(f, q, timeout=60).verdict is Verdict.UNSAT
+    q.write_text(text + "(assert (> Y_0 -1.6))\n")
+    r = verifier.verify(f, q, timeout=60)
+    assert r.verdict is Verdict.SAT and r.x[0] + r.x[1] <= -1.5 and r.y[0] > -1.6

@@ -494,6 +494,9 @@ class JointReference:
 
     def __init__(self, prop: Property, models: Mapping[str, LoadedModel], imap: InputMap):
         self.prop, self.models, self.imap = prop, models, imap
+        # an ordered element is read as max(z_a, z_b), which may leave z_a's box; tied elements
+        # read their representative, whose box stays inside theirs
+        self.inputs_as_given = not imap.orders
         dtypes = {m.input_dtype for m in models.values()}
         self.input_dtype = np.float32 if np.float32 in dtypes else np.float64
 

@@ -196,7 +196,8 @@ def search(q: Query, why: str) -> Result:
 def decide(q: Query) -> Result:
     """The verdict for a loaded query; never raises OutOfTime."""
     try:
-        cases = build_cases(q.prop, q.graph.input_shape, q.graph.output_size, q.dtype, q.device)
+        cases = build_cases(q.prop, q.graph.input_shape, q.graph.output_size, q.dtype, q.device,
+                            rows=q.ref is None or q.ref.inputs_as_given)
         if len(cases) == 0:
             # a contradiction in the query itself, most likely a mistake: said even under -q
             log.warning("warning: no input meets the query's input constraints (the region is "

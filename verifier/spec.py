@@ -26,7 +26,9 @@ class SpecError(Exception):
 class Cases:
     """lo, hi: (K, *input_shape); C: (K, Q, n_out); d: (K, Q); member: (K, J, Q) bool;
     valid: (K, J) bool (conjunct j exists in case k); case: (K,) index into Property.cases;
-    strict: (K, Q) bool, the row means c.y + d < 0 (None: no row is strict)."""
+    strict: (K, Q) bool, the row means c.y + d < 0 (None: no row is strict); rows: the case's
+    comparisons over several inputs as float rows G x + g <= 0 implied by the exact ones, G
+    (K, R, *input_shape), g (K, R) (-inf on padding rows), or None when no case has any."""
 
     lo: Tensor
     hi: Tensor
@@ -36,6 +38,7 @@ class Cases:
     valid: Tensor
     case: np.ndarray
     strict: Tensor | None = None
+    rows: tuple[Tensor, Tensor] | None = None
 
     def __len__(self) -> int:
         return self.lo.shape[0]
@@ -43,16 +46,20 @@ class Cases:
     def select(self, idx) -> "Cases":
         i = torch.as_tensor(np.asarray(idx, dtype=np.int64), device=self.lo.device)
         return Cases(self.lo[i], self.hi[i], self.C[i], self.d[i], self.member[i], self.valid[i],
-                     self.case[np.asarray(idx, dtype=np.int64)], None if self.strict is None else self.strict[i])
+                     self.case[np.asarray(idx, dtype=np.int64)], None if self.strict is None else self.strict[i],
+                     None if self.rows is None else (self.rows[0][i], self.rows[1][i]))
 
     def with_box(self, lo: Tensor, hi: Tensor, parent: Tensor) -> "Cases":
         """The same rows over new boxes; parent[i] is the case whose rows box i inherits."""
         return Cases(lo, hi, self.C[parent], self.d[parent], self.member[parent], self.valid[parent],
-                     self.case[parent.cpu().numpy()], None if self.strict is None else self.strict[parent])
+                     self.case[parent.cpu().numpy()], None if self.strict is None else self.strict[parent],
+                     None if self.rows is None else (self.rows[0][parent], self.rows[1][parent]))
 
 
 def build_cases(prop: Property, input_shape: tuple[int, ...], n_out: int,
-                dtype: torch.dtype, device: torch.device) -> Cases:
+                dtype: torch.dtype, device: torch.device, rows: bool = True) -> Cases:
+    """rows: keep the comparisons over several inputs (Cases.rows); only valid when the graph
+    reads each input element as it lies in the box (confirm.ReferenceModel.inputs_as_given)."""
     n_in = int(np.prod(input_shape, dtype=np.int64))
     for case in prop.cases:
         if case.lo.shape[0] != n_in:
@@ -89,7 +96,48 @@ def build_cases(prop: Property, input_shape: tuple[int, ...], n_out: int,
     return Cases(_round_box(lo, dtype, device, -1).reshape(shape), _round_box(hi, dtype, device, +1).reshape(shape),
                  Ct.to(device), _round_box(d, dtype, device, -1),
                  torch.as_tensor(member, device=device), torch.as_tensor(valid, device=device),
-                 np.arange(K, dtype=np.int64), torch.as_tensor(strict, device=device))
+                 np.arange(K, dtype=np.int64), torch.as_tensor(strict, device=device),
+                 _input_rows(prop, input_shape, dtype, device) if rows else None)
+
+
+def _input_rows(prop: Property, input_shape, dtype: torch.dtype, device) -> tuple[Tensor, Tensor] | None:
+    """Every case's comparisons over several inputs as rows G x + g <= 0 that hold wherever the
+    exact ones do (vnnlib.lower.float_row: exact coefficients, the constant rounded down; in a
+    narrower dtype a row whose coefficients do not fit is left out and g is rounded down again)."""
+    from vnnlib.lower import float_row
+
+    per_case = []
+    for case in prop.cases:
+        rows = [(lin.vars, float_row(lin)) for lin in case.lins if len(lin.vars) > 1]
+        per_case.append([(v, r) for v, r in rows if r is not None])
+    R = max((len(r) for r in per_case), default=0)
+    if R == 0:
+        return None
+    n = int(np.prod(input_shape, dtype=np.int64))
+    G = np.zeros((len(per_case), R, n))
+    g = np.full((len(per_case), R), -np.inf)
+    for k, rows in enumerate(per_case):
+        for r, (vs, (coefs, const, down)) in enumerate(rows):
+            G[k, r, list(vs)] = coefs
+            g[k, r] = np.nextafter(const, -np.inf) if down else const
+    Gt = torch.as_tensor(G, dtype=dtype)
+    fits = (Gt.to(torch.float64) == torch.as_tensor(G)).all(-1)
+    gt = torch.where(fits, _round_box(g, dtype, "cpu", -1), torch.full_like(Gt[..., 0], -torch.inf))
+    return Gt.reshape((len(per_case), R) + tuple(input_shape)).to(device), gt.to(device)
+
+
+def infeasible(cs: Cases) -> Tensor:
+    """(K,) the domain's box holds no point of its case's rows: a rigorous lower bound of some
+    row G_r x + g_r over the box is > 0.  A domain that holds no input is refuted."""
+    if cs.rows is None:
+        return torch.zeros(len(cs), dtype=torch.bool, device=cs.lo.device)
+    from .bounds.backward import concretise_lower
+
+    G, g = cs.rows
+    live = torch.isfinite(g)
+    const = torch.where(live, g, torch.zeros_like(g))
+    lb = concretise_lower(G, const, torch.zeros_like(g), cs.lo, cs.hi)
+    return (live & torch.isfinite(lb) & (lb > 0)).any(-1)
 
 
 def _round_box(a: np.ndarray, dtype: torch.dtype, device, direction: int) -> Tensor:

@@ -309,7 +309,7 @@ def _regions(common_out: list[Lin], per_case: list[list[list[Lin]]], n_out: int
             start = r
             for lins in (common_out, tout):
                 for lin in lins:
-                    row = _float_row(lin)
+                    row = float_row(lin)
                     if row is None:
                         continue
                     coefs, const, rounded = row
@@ -337,7 +337,7 @@ def _regions(common_out: list[Lin], per_case: list[list[list[Lin]]], n_out: int
 _TWO53 = 1 << 53
 
 
-def _float_row(lin: Lin) -> tuple[tuple[float, ...], float, bool] | None:
+def float_row(lin: Lin) -> tuple[tuple[float, ...], float, bool] | None:
     """The engine's float image of an output comparison: (coefficients, constant, whether the
     constant must still be rounded down), with exact coefficients, or None to leave the row out.
 

@@ -21,7 +21,9 @@ def cat_cases(parts: list[Cases]) -> Cases:
                  torch.cat([p.C for p in parts]), torch.cat([p.d for p in parts]),
                  torch.cat([p.member for p in parts]), torch.cat([p.valid for p in parts]),
                  np.concatenate([p.case for p in parts]),
-                 None if any(p.strict is None for p in parts) else torch.cat([p.strict for p in parts]))
+                 None if any(p.strict is None for p in parts) else torch.cat([p.strict for p in parts]),
+                 None if any(p.rows is None for p in parts) else
+                 (torch.cat([p.rows[0] for p in parts]), torch.cat([p.rows[1] for p in parts])))
 
 
 Bounds = dict[str, tuple[Tensor, Tensor]]

@@ -19,7 +19,7 @@ from ..config import AttackConfig
 from ..bounds.backward import crown_intermediate, crown_output
 from ..bounds.forward import forward_bounds
 from ..bounds.rounding import lower
-from ..spec import Cases, conjuncts_refuted
+from ..spec import Cases, conjuncts_refuted, infeasible
 from ..verdict import Result, Verdict
 from .clip import clip_boxes
 from .domains import (AdaptiveBatch, Progress, cat_bounds, cat_cases, lower_bound_minimisers, memory_budget,
@@ -122,7 +122,7 @@ def input_split_bab(q, cases: Cases, pre: dict | None = None) -> Result:
         lb, A_in, pre = _bound(q.graph, batch, cfg.input_split_bounds, q.deadline)
         size.update(len(batch), time.monotonic() - t0)
         cs = batch.cs
-        valid = cs.valid & ~conjuncts_refuted(cs, lb, q.tol)
+        valid = cs.valid & ~conjuncts_refuted(cs, lb, q.tol) & ~infeasible(cs).unsqueeze(1)
         vol = (cs.hi - cs.lo).reshape(len(cs), -1).prod(-1)
         lo, hi, valid = clip_boxes(replace(cs, valid=valid), lb, A_in, q.tol)
         cs = replace(cs, lo=lo, hi=hi, valid=valid)
