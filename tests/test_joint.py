@@ -427,3 +427,73 @@ def test_rows_over_several_inputs_prune_the_search(tmp_path):
     q.write_text(text + "(assert (> Y_0 -1.6))\n")
     r = verifier.verify(f, q, timeout=60)
     assert r.verdict is Verdict.SAT and r.x[0] + r.x[1] <= -1.5 and r.y[0] > -1.6
+
+
+@pytest.mark.parametrize("op", ["Sigmoid", "Tanh"])
+@settings(max_examples=150, deadline=None)
+@given(boxes=_delta_boxes(), seed=st.integers(0, 2 ** 16))
+def test_monotone_delta_planes_and_interval_hold_for_every_a(op, boxes, seed):
+    """f(a + d) - f(a) for sampled d and a (a's box known or not) lies inside the interval and
+    between the planes in d."""
+    from verifier.ir import Node
+    from verifier.ops import RULES
+
+    rule = RULES["MonotoneDelta"]
+    t = lambda k, j: torch.tensor([b[k][j] for b in boxes], dtype=torch.float64)
+    dl, dh, al, ah = t(0, 0), t(0, 1), t(1, 0), t(1, 1)
+    known = torch.tensor([b[2] for b in boxes])
+    al = torch.where(known, al, torch.full_like(al, -torch.inf))
+    ah = torch.where(known, ah, torch.full_like(ah, torch.inf))
+    node = Node("d", "MonotoneDelta", ("d", "a"), {"of": op}, (len(boxes),))
+    lw, lb, uw, ub = rule.relax(node, dl, dh, (al, ah))
+    ilo, ihi = rule.interval(node, dl, dh, (al, ah))
+    g = torch.Generator().manual_seed(seed)
+    a_lo = torch.where(known, al, torch.full_like(al, -60.0))
+    a_hi = torch.where(known, ah, torch.full_like(ah, 60.0))
+    for _ in range(6):
+        u, v = (torch.rand(dl.shape, generator=g, dtype=torch.float64) for _ in range(2))
+        for d in (dl, dh, dl + (dh - dl) * u):
+            for a in (a_lo, a_hi, a_lo + (a_hi - a_lo) * v):
+                val = rule.evaluate(node, d, a)
+                slack = 1e-14 * (1 + d.abs())     # evaluating f twice and subtracting
+                assert (ilo <= val + slack).all() and (val - slack <= ihi).all()
+                assert (lw * d + lb <= val + slack).all() and (val - slack <= uw * d + ub).all()
+
+
+def _sigmoid_mlp(path: Path, W1, b1, W2, b2) -> Path:
+    m = onnx.load(mlp(path, W1, b1, W2, b2))
+    for node in m.graph.node:
+        if node.op_type == "Relu":
+            node.op_type = "Sigmoid"
+    onnx.save(m, path)
+    return path
+
+
+def test_sigmoid_copies_bounded_as_a_difference(tmp_path):
+    """A perturbed copy of a Sigmoid network: the difference form (MonotoneDelta) proves a bound
+    that two separate copies do not, and stays sound against samples."""
+    import vnnlib
+    from verifier.evaluate import forward
+    from verifier.incomplete import crown_lower
+    from verifier.joint import load_joint
+    from verifier.spec import build_cases
+
+    rng = np.random.default_rng(12)
+    W1, W2 = rng.normal(size=(8, 3)) * 2, rng.normal(size=(2, 8))
+    b1, b2 = rng.normal(size=8), rng.normal(size=2)
+    f = _sigmoid_mlp(tmp_path / "f.onnx", W1, b1, W2, b2)
+    g = _sigmoid_mlp(tmp_path / "g.onnx", W1 * (1 + 1e-3 * rng.normal(size=W1.shape)), b1, W2, b2)
+    q = write(tmp_path, net("f", 3, 2, "X", "Y") + net("g", 3, 2, "W", "Z", "(isomorphic-to f) ")
+              + box("X", 3) + ties("X", "W", 3) + "(assert (> (- Z[0,0] Y[0,0]) 0.05))\n")
+    prop = vnnlib.parse_file(q)
+    bounds = {}
+    for differential in (False, True):
+        graph, _, tied = load_joint(prop, {"f": str(f), "g": str(g)}, differential=differential)
+        cs = build_cases(tied, graph.input_shape, graph.output_size, torch.float64, torch.device("cpu"))
+        lb, _ = crown_lower(graph, cs)
+        xs = cs.lo + (cs.hi - cs.lo) * torch.rand((4096,) + tuple(cs.lo.shape[1:]), dtype=torch.float64)
+        rows = forward(graph, xs) @ cs.C[0].T + cs.d[0]
+        assert (lb[0] <= rows.min(0).values).all()
+        bounds[differential] = float(lb[0, 0])
+    assert bounds[True] > 0 >= bounds[False]
+    assert decide({"f": f, "g": g}, q).verdict is Verdict.UNSAT

@@ -133,14 +133,15 @@ def test_relu_lower_with_slope_broadcasts_over_rows():
 
 def test_every_registered_rule_is_tested():
     """Relu, Sigmoid, Tanh here; the operators of ops/elementwise.py and ops/piecewise.py in
-    test_ops_elementwise.py; ReluDelta in test_joint.py; MulVar in test_bilinear.py; linear rules here and in
+    test_ops_elementwise.py; ReluDelta and MonotoneDelta in test_joint.py; MulVar in test_bilinear.py; linear rules here and in
     test_ops_linear_more.py."""
     from test_ops_linear_more import LINEAR_NODES as MORE
     from verifier.ops import elementwise, piecewise
 
     activations = {op for op, r in RULES.items() if isinstance(r, ActivationRule)
                    and type(r).__module__ not in (elementwise.__name__, piecewise.__name__)}
-    assert activations == {"Relu", "Sigmoid", "Tanh", "ReluDelta", "MulVar"}, "a new activation needs its soundness test"
+    assert activations == {"Relu", "Sigmoid", "Tanh", "ReluDelta", "MonotoneDelta", "MulVar"}, \
+        "a new activation needs its soundness test"
     linear = {op for op, r in RULES.items() if isinstance(r, LinearRule)}
     tested = {n.op for _, n, _ in LINEAR_NODES} | {p.values[0].op for p in MORE}
     assert linear <= tested, f"untested linear rules: {linear - tested}"

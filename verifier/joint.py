@@ -466,7 +466,8 @@ class _Difference:
             if not rule.linear and rule.delta is not None and len(gnode.inputs) == 1:
                 x = gnode.inputs[0]
                 self.delta[gnode.name] = self.b.add(self._name(gnode.name + ":d"), rule.delta,
-                                                    [self.delta[x], self.base_vals[self.f_of[x]]], {}, gnode.shape)
+                                                    [self.delta[x], self.base_vals[self.f_of[x]]],
+                                                    {"of": gnode.op}, gnode.shape)
                 continue
             ins = [self._g(i, shapes[i]) for i in gnode.inputs]
             out = self.b.add(self._name(gnode.name), gnode.op, ins, gnode.params, gnode.shape)

@@ -81,6 +81,17 @@ class ReluRule(ActivationRule):
 class _SShaped(ActivationRule):
     """Sigmoid-like: increasing, convex below 0 and concave above 0, derivative largest at 0."""
 
+    delta = "MonotoneDelta"
+
+    def slope_range(self, node, lo, hi):
+        """f' falls with |x|: its least value on [lo, hi] at an end, its largest at the point
+        nearest 0; df is within (2 F_ERR_U + 1) u relative (plus tiny), widened by 2 u more."""
+        lo, hi = clean_bounds(lo, hi)
+        rel = (2 * F_ERR_U + 3) * unit(lo.dtype)
+        kmin = torch.minimum(self.df(lo), self.df(hi))
+        kmax = self.df(torch.zeros_like(lo).clamp(lo, hi))
+        return (kmin * (1 - rel) - 2 * tiny(lo.dtype)).clamp(min=0), kmax * (1 + rel) + 2 * tiny(lo.dtype)
+
     def f(self, x: Tensor) -> Tensor:
         raise NotImplementedError
 

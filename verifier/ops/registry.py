@@ -145,6 +145,12 @@ class ActivationRule(OpRule):
         (None where unknown)."""
         raise NotImplementedError
 
+    def slope_range(self, node: Node, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor] | None:
+        """For a nondecreasing function: rigorous bounds (kmin, kmax), 0 <= kmin <= f' <= kmax, of
+        its derivative over [lo, hi] (the difference rule of ops/relational.py uses them), or
+        None when not known."""
+        return None
+
     def model_error(self, node: Node, dtype: torch.dtype) -> float:
         """An absolute bound on how far onnxruntime's evaluation of the function in dtype may be
         from the real function (for float models); inf when nothing is known."""
