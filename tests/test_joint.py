@@ -489,3 +489,45 @@ def test_sigmoid_copies_bounded_as_a_difference(tmp_path):
     assert "MonotoneDelta" in {n.op for n in graph.nodes}
     assert bounds[True] > 0 >= bounds[False]
     assert decide({"f": f, "g": g}, q).verdict is Verdict.UNSAT
+
+
+def test_a_bound_of_exactly_zero_refutes_only_strict_rows(tmp_path):
+    """A ReLU output's lower bound is exactly 0: it refutes H < 0 (never holds) but must not
+    refute H <= 0, which holds wherever the neuron is off (a known answer: sat)."""
+    f, (W1, _) = random_mlp(tmp_path / "f.onnx", 5)
+    m = onnx.load(f)
+    b1 = numpy_helper.to_array(next(t for t in m.graph.initializer if t.name == "b1"))
+    off = [j for j in range(8) if b1[j] - np.abs(W1[j]).sum() < -0.1]    # can be switched off in the box
+    assert off
+    j = off[0]
+    hidden = '(declare-hidden H real [1,8] "hidden") '
+    r = decide({"f": f}, write(tmp_path, net("f", 3, 2, "X", "Y", hidden=hidden) + box("X", 3)
+                               + f"(assert (<= H[0,{j}] 0))\n", "le.vnnlib"))
+    assert r.verdict is Verdict.SAT and r.y[j] == 0.0
+    r = decide({"f": f}, write(tmp_path, net("f", 3, 2, "X", "Y", hidden=hidden) + box("X", 3)
+                               + f"(assert (< H[0,{j}] 0))\n", "lt.vnnlib"))
+    assert r.verdict is Verdict.UNSAT
+
+
+def test_copies_are_bounded_without_any_widening():
+    """Reshape, Gather (no repeats) and Concat only copy: interval bounds through them are the
+    input's bounds to the last bit, and back-substitution along a chain of them carries the
+    coefficients over exactly with no error term (where two paths meet, adding coefficients is
+    charged its rounding; the final dot product with the box is charged as always)."""
+    from verifier.bounds.backward import Relaxation, backward_linear, mags_of
+    from verifier.bounds.interval import interval_bounds
+    from verifier.ir import Graph, Node
+
+    nodes = (Node("g", "Gather", ("x",), {"axis": 1, "indices": torch.tensor([2, 0, 1])}, (3,)),
+             Node("r", "Reshape", ("g",), {}, (3, 1)),
+             Node("f", "Reshape", ("r",), {}, (3,)),
+             Node("c", "Concat", ("f", "x"), {"axis": 1, "parts": [None, None]}, (6,)))
+    graph = Graph("x", (3,), nodes, "c", (3,))
+    lo = torch.tensor([[0.1, -0.3, 1e-300]], dtype=torch.float64)
+    hi = torch.tensor([[0.7, 2.0 / 3.0, 5.0]], dtype=torch.float64)
+    ylo, yhi = interval_bounds(graph, lo, hi)["c"]
+    assert torch.equal(ylo, torch.cat([lo[:, [2, 0, 1]], lo], 1)) and torch.equal(yhi, torch.cat([hi[:, [2, 0, 1]], hi], 1))
+    C = torch.eye(3, dtype=torch.float64).unsqueeze(0)
+    A, const, err = backward_linear(graph, "f", C, Relaxation({}, mags=mags_of(interval_bounds(graph, lo, hi))))
+    assert torch.equal(A[0], torch.eye(3, dtype=torch.float64)[[2, 0, 1]])   # row k reads x[index k]
+    assert torch.equal(const, torch.zeros(1, 3, dtype=torch.float64)) and torch.equal(err, torch.zeros(1, 3, dtype=torch.float64))

@@ -89,17 +89,17 @@ def _load(onnx_path, prop):
     """(graph, reference, property) for the query: one model as given, or (a mapping of network
     names to model files, or a query beyond one input and one output) the composed graph of
     every network (verifier/joint.py)."""
-    from .joint import load_joint, needs_joint
+    from .joint import JointError, load_joint, model_paths, needs_joint
 
     if isinstance(onnx_path, Mapping) or needs_joint(prop):
         if prop.version != "2.0":
             raise InputError("several networks need a VNN-LIB 2.0 query")
         networks = onnx_path if isinstance(onnx_path, Mapping) else {prop.network: onnx_path}
         if not needs_joint(prop):
-            if set(networks) != {prop.network}:
-                raise InputError(f"the query declares network {prop.network!r} but the models given are for "
-                                 f"{', '.join(sorted(networks)) or 'none'}")
-            return (*load_checked(networks[prop.network]), prop)
+            try:
+                return (*load_checked(model_paths(prop, networks)[prop.network]), prop)
+            except JointError as e:
+                raise InputError(str(e)) from None
         return load_joint(prop, networks, differential=not float_semantics(prop))
     return (*load_checked(onnx_path), prop)
 

@@ -124,15 +124,13 @@ def _model_path(prop, networks: dict[str, str]):
         if len(networks) != 1:
             raise UsageError(f"a VNN-LIB 1.0 query needs exactly one --network, got {len(networks)}")
         return next(iter(networks.values()))
-    need = [n.name for n in prop.networks if n.equal_to is None]
-    if sorted(networks) != sorted(need):
-        raise UsageError(f"the query declares network(s) {', '.join(need)} that take a model but --network "
-                         f"gave {', '.join(sorted(networks)) or 'none'}")
+    from .joint import JointError, model_paths
+
+    try:
+        model_paths(prop, networks)
+    except JointError as e:
+        raise UsageError(str(e)) from None
     return networks
-
-
-def _paths_by_network(prop, networks: dict[str, str]) -> dict[str, str]:
-    return {n.name: networks[n.equal_to or n.name] for n in prop.networks}
 
 
 def _model_types(path: str):
@@ -241,7 +239,7 @@ def cmd_verify(args, started: float) -> int:
         networks = _networks(args.network)
         prop = load_property(args.query)
         model_path = _model_path(prop, networks)
-        _check_types(prop, {} if prop.version == "1.0" else _paths_by_network(prop, model_path))
+        _check_types(prop, {} if prop.version == "1.0" else model_path)
         with _stdout_for_the_verdict():
             result = verify(model_path, args.query, timeout=timeout, config=_config(args, timeout),
                             prop=prop, deadline=deadline)

@@ -33,8 +33,7 @@ def _copied_bounds(sp: Cases, ylo: Tensor, yhi: Tensor) -> Tensor:
     """(P, k): for rows +-y_i + 0, y_i's lower bound or minus its upper bound, selected and negated
     without arithmetic (a sign flip; subnormal values, which flushing could misread, excluded);
     -inf for every other row."""
-    one = (sp.C.abs() == 1).sum(-1) == 1
-    single = one & ((sp.C != 0).sum(-1) == 1) & (sp.d == 0)
+    single = ((sp.C != 0).sum(-1) == 1) & (sp.C.abs().amax(-1) == 1) & (sp.d == 0)
     i = sp.C.abs().argmax(-1, keepdim=True)
     sign = sp.C.gather(-1, i).squeeze(-1)
     lo_i = ylo.expand_as(sp.C).gather(-1, i).squeeze(-1)

@@ -68,18 +68,12 @@ class LoadedModel:
 
 def model_paths(prop: Property, networks: Mapping[str, str]) -> dict[str, str]:
     """The model file of every declared network: its --network, or for an equal-to network its
-    model's.  JointError unless the --network names are exactly the networks that need one."""
+    model's.  JointError unless the --network names are exactly the networks that need one (the
+    one check, for the command line and the Python API alike)."""
     need = [n.name for n in prop.networks if n.equal_to is None]
-    extra = sorted(set(networks) - set(need))
-    missing = [n for n in need if n not in networks]
-    if extra or missing:
-        said = []
-        if missing:
-            said.append(f"no --network for {', '.join(missing)}")
-        if extra:
-            said.append(f"--network {', '.join(extra)} is not a network of the query that takes a model "
-                        "(an equal-to network takes none)")
-        raise JointError("; ".join(said))
+    if sorted(networks) != sorted(need):
+        raise JointError(f"the query declares network(s) {', '.join(need)} that take a model (an equal-to "
+                         f"network takes none) but --network gave {', '.join(sorted(networks)) or 'none'}")
     out = {}
     for n in prop.networks:
         out[n.name] = out[n.equal_to] if n.equal_to is not None else os.fspath(networks[n.name])
