@@ -14,7 +14,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 import verifier
-from verifier.bab.relu_split import Domains, _intermediate
+from verifier.bab.activation_split import Domains, _intermediate
 from verifier.bounds.backward import crown_intermediate
 from verifier.budget import Deadline
 from verifier.config import BabConfig, VerifyConfig
@@ -148,7 +148,7 @@ def test_pop_batch_takes_the_newest_domains_in_order(sizes, size):
 
 
 def test_fit_memory_drops_the_oldest_warm_starts_first():
-    from verifier.bab.relu_split import _fit_memory
+    from verifier.bab.activation_split import _fit_memory
 
     def part():
         return Domains(SimpleNamespace(), {"a": torch.zeros(10, dtype=torch.int8)}, None,

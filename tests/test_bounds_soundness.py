@@ -274,7 +274,13 @@ def _count_looser(kind: str, epss, zero_slopes: bool = False) -> tuple[int, int,
     return looser, total, worst
 
 
-@pytest.mark.parametrize("kind", list(NETS))
+# Sigmoid and Tanh across 0 take the planes through an end of the interval, tangent to f on the
+# other side (CROWN's): much tighter through the layers, but like ReLU's adaptive lower slope they
+# concretise below f's own interval at the far end, so the dominance below is no theorem there.
+_THROUGH_END = {"mlp_mixed", "mlp_smooth", "conv_sigmoid", "branches", "exotic"}
+
+
+@pytest.mark.parametrize("kind", sorted(set(NETS) - _THROUGH_END))
 def test_crown_with_zero_relu_slopes_dominates_ibp(kind):
     """With ReLU lower planes at 0 every relaxation concretises to IBP's own interval, and
     deferring the concretisation (back-substitution) can only tighten: CROWN >= IBP per row."""
@@ -286,11 +292,13 @@ def test_crown_with_zero_relu_slopes_dominates_ibp(kind):
 # a lower plane x on [lo, hi] goes down to lo < 0 where IBP knows relu >= 0.  Measured (6 seeds x
 # 2 boxes per width): 3-hidden-layer ReLU MLP 4/72 rows looser at eps 0.5, 15/72 at eps 2
 # (worst by 2.0); residual net 7/72 at eps 2; exotic net 3/48 at eps 0.1 up to 20/48 at eps 2
-# (worst by 5.6); never for the other nets, never at eps 0.01.  With the slopes at 0 (test above)
+# (worst by 5.6); never for the other nets, never at eps 0.01.  Since Sigmoid and Tanh take planes
+# through an end (above), the nets with them across 0 are looser on some wide rows too, and the
+# exotic net no longer on narrow ones.  With the slopes at 0 (test above)
 # the gap disappears everywhere, and an independent CROWN on the MLP gives the same numbers, so
 # it is CROWN's heuristic, not a bug: consumers must take max(IBP, CROWN) per row.
 # strict xfail: a change that makes CROWN dominate (e.g. a final intersection) must update these.
-_ADAPTIVE_LOOSER = {"narrow": {"exotic"}, "wide": {"mlp_relu", "residual", "exotic"}}
+_ADAPTIVE_LOOSER = {"narrow": set(), "wide": {"mlp_relu", "residual", "exotic", "branches", "mlp_smooth"}}
 _EPS = {"narrow": (0.01, 0.1), "wide": (0.5, 2.0)}
 
 

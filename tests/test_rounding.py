@@ -17,6 +17,7 @@ tanh.  No comparison here allows a tolerance: a lower bound must be <= the exact
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 from contextlib import contextmanager
 from fractions import Fraction
 
@@ -30,7 +31,7 @@ from hypothesis import strategies as st
 import verifier
 from helpers_nets import Builder, one_torch_thread  # noqa: F401 (fixture)
 from verifier.bab.clip import clip_boxes
-from verifier.bab.relu_split import Domains, _branch
+from verifier.bab.activation_split import Domains, _branch
 from verifier.bounds.alpha import AlphaConfig, alpha_lower
 from verifier.bounds.backward import (Relaxation, backward_linear, crown_intermediate, crown_output, magnitudes,
                                       unstable_order)
@@ -443,8 +444,10 @@ def test_branching_splits_a_neuron_with_nan_bounds():
     splits = {"r0": torch.tensor([[1, 0]], dtype=torch.int8)}
     pre = {"r0": (torch.tensor([[0.5, math.nan]], dtype=F64), torch.tensor([[1.0, math.nan]], dtype=F64))}
     record = {"r0": torch.tensor([[[1.0, 1.0]]], dtype=F64)}
-    names, layer, idx = _branch(Domains(cs, splits, None), torch.tensor([[-1.0]], dtype=F64), record, pre)
-    assert int(layer[0]) == 0 and int(idx[0]) == 1
+    relu = SimpleNamespace(name="r0", op="Relu", inputs=["x"], shape=(2,))
+    q = SimpleNamespace(graph=SimpleNamespace(by_name={"r0": relu}))
+    names, layer, idx, point = _branch(q, Domains(cs, splits, None), torch.tensor([[-1.0]], dtype=F64), record, pre)
+    assert int(layer[0]) == 0 and int(idx[0]) == 1 and float(point[0]) == 0.0
 
 
 # --------------------------------------------------------------------------- (d) relaxation planes

@@ -47,10 +47,11 @@ def alpha_lower(graph: Graph, lo: Tensor, hi: Tensor, C: Tensor, d: Tensor,
                 pre: Mapping[str, tuple[Tensor, Tensor]], cfg: AlphaConfig, deadline: Deadline,
                 done: Callable[[Tensor], bool], signs: Mapping[str, Tensor] | None = None,
                 start: str | None = None, warm: Mapping[str, Mapping[str, Tensor]] | None = None,
-                keep: dict | None = None) -> Tensor:
+                keep: dict | None = None, points: Mapping[str, Tensor] | None = None) -> Tensor:
     """Best lower bounds of C @ y + d found, (B, q).  Stops early once done(best) (the caller's
     refutation test) holds or the deadline passes.  signs: branch-and-bound split decisions
-    (name -> (B, *shape) in {-1, 0, 1}); their beta multipliers are optimised with the slopes.
+    (name -> (B, *shape) in {-1, 0, 1}: input below or above its split point, points[name], 0
+    where not given); their beta multipliers are optimised with the slopes.
     start: bound the value of that name instead of the output (C: (B, q, *its shape)); pre then
     needs only the activations before it.  warm: {"slopes": ..., "betas": ...} to start from
     (a parent domain's, (B, q, *shape) each; any value is sound: slopes are clamped to their
@@ -59,10 +60,10 @@ def alpha_lower(graph: Graph, lo: Tensor, hi: Tensor, C: Tensor, d: Tensor,
     with torch.no_grad():  # the magnitudes for the rounding error depend on pre only: once for all iterations
         mags = magnitudes(graph, lo, hi, pre, upto=start)
     if start is None:
-        bound = lambda *a, **k: crown_output(graph, lo, hi, C, *a, mags=mags, **k)
+        bound = lambda *a, **k: crown_output(graph, lo, hi, C, *a, mags=mags, points=points, **k)
     else:
         bound = lambda p, slopes=None, signs=None, betas=None: backward_lower(
-            graph, lo, hi, start, C, Relaxation(p, slopes, signs, betas, mags))
+            graph, lo, hi, start, C, Relaxation(p, slopes, signs, betas, mags, points))
     params: dict[str, Tensor] = {}
     ranges: dict[str, tuple[Tensor, Tensor]] = {}
     for node in graph.nodes:
@@ -141,7 +142,7 @@ def alpha_intermediate(graph: Graph, lo: Tensor, hi: Tensor, pre: Mapping[str, t
         out[act.name] = known[act.inputs[0]] = (plo, phi)
         last = act.inputs[0]
         B = plo.shape[0]
-        order, live = unstable_order(plo, phi)
+        order, live = unstable_order(plo, phi, RULES[act.op].loose(act, plo, phi))
         U = order.shape[1]
         params = 2 * U * B * sum(graph.by_name[e].size for e in earlier)
         if not U or not earlier or deadline.expired():

@@ -32,18 +32,20 @@ class Relaxation:
     """What the backward pass needs beyond the graph: bounds on the input of every activation
     (pre[name_of_activation_node] = (lo, hi), (B, *shape)), optional optimisable lower slopes
     (slopes[name]: (B, q, *shape), already clamped to their valid range), and for branch and
-    bound the split decisions (signs[name]: (B, *shape) in {-1, 0, +1}: input <= 0, free,
-    input >= 0) with their multipliers (betas[name]: (B, q, *shape), >= 0).  On a domain where
-    every decision holds, s * input >= 0, so f >= f - beta * s * input for any beta >= 0: adding
-    that term to the objective keeps the bound sound and lets the optimiser make the decisions
-    bite on the earlier layers too (beta-CROWN).  mags[value]: (B, *shape) bounds of |value|
-    over the domain, for the rounding error; computed from interval bounds when None."""
+    bound the split decisions (signs[name]: (B, *shape) in {-1, 0, +1}: input <= p, free,
+    input >= p, with p = points[name] (B, *shape) where given, else 0) with their multipliers
+    (betas[name]: (B, q, *shape), >= 0).  On a domain where every decision holds,
+    s * (input - p) >= 0, so f >= f - beta * s * (input - p) for any beta >= 0: adding that
+    term to the objective keeps the bound sound and lets the optimiser make the decisions bite
+    on the earlier layers too (beta-CROWN).  mags[value]: (B, *shape) bounds of |value| over the
+    domain, for the rounding error; computed from interval bounds when None."""
 
     pre: Mapping[str, tuple[Tensor, Tensor]]
     slopes: Mapping[str, Tensor] | None = None
     signs: Mapping[str, Tensor] | None = None
     betas: Mapping[str, Tensor] | None = None
     mags: Mapping[str, Tensor] | None = None
+    points: Mapping[str, Tensor] | None = None
 
 
 def mags_of(bounds: Bounds) -> dict[str, Tensor]:
@@ -209,16 +211,21 @@ def _activation_step(node: Node, rule, a: Tensor, A: dict, const: Tensor, err: T
                      ) -> tuple[Tensor, Tensor]:
     """Replace the activation by its planes.  The intercept sum rounds like any sum of n terms;
     each coefficient a_i w_i (- beta_i s_i) rounds by at most gamma(2) of |a w| + |beta| (plus
-    tiny (|a| + |w| + 2) for subnormals), which costs that times m_i in the objective."""
+    tiny (|a| + |w| + 2) for subnormals), which costs that times m_i in the objective.  A split
+    at a point p adds beta_i s_i p_i to the constant: n more products in its sum."""
     n = node.size
     w, c, w_e, c_e = _planes(node, rule, a, relax, float_model, side)
     ac = a * c
-    new_const = const + _row_sum(ac)
     g = a * w
-    beta = None
+    beta = point = None
     if relax.betas is not None and node.name in relax.betas:
         beta = relax.betas[node.name]
-        g = g - beta * relax.signs[node.name].unsqueeze(1).to(g.dtype)
+        sign = relax.signs[node.name].unsqueeze(1).to(g.dtype)
+        g = g - beta * sign
+        if relax.points is not None and node.name in relax.points:
+            point = relax.points[node.name].unsqueeze(1).to(g.dtype)
+            ac = ac + beta * (sign * point)
+    new_const = const + _row_sum(ac)
     with torch.no_grad():
         dt = a.dtype
         m = relax.mags[node.inputs[0]]
@@ -231,6 +238,9 @@ def _activation_step(node: Node, rule, a: Tensor, A: dict, const: Tensor, err: T
         e = e + coef(3, n + 3, dt) * _dot_rows(a_abs, w_e * m)
         if beta is not None:
             e = e + coef(3, n + 3, dt) * _row_sum(beta.detach().abs() * m.unsqueeze(1))
+        if point is not None:   # a c + beta s p: one more rounding per element, then the sum
+            bp = _row_sum(beta.detach().abs() * point.abs())
+            e = e + coef(n + 3, n + 3, dt) * (bp + _dot_rows(a_abs, c_e)) + floor(dt, 2 * n + 2, bp)
         mmax = m.reshape(m.shape[0], -1).amax(-1, keepdim=True)
         e = e + floor(dt, 1, a1 * mmax, (wmax + 2) * _batch_sum(m))
         err = accumulate(err, e)
@@ -341,13 +351,15 @@ def activation_inputs(graph: Graph) -> list[Node]:
 
 
 def bounds_of_value(graph: Graph, lo: Tensor, hi: Tensor, value: str, prior: tuple[Tensor, Tensor],
-                     relax: Relaxation, budget_elems: int, deadline=None) -> tuple[Tensor, Tensor]:
-    """CROWN bounds of the elements of `value` whose prior interval straddles 0; the others keep
-    their prior bounds.  Each domain b gets objective rows only for its own unstable elements
-    (padded to the batch's largest count U), so small, mostly stable domains cost little."""
+                    relax: Relaxation, budget_elems: int, deadline=None, mask: Tensor | None = None
+                    ) -> tuple[Tensor, Tensor]:
+    """CROWN bounds of the elements of `value` in mask (default: whose prior interval straddles
+    0; an activation's rule says which of its inputs' bounds matter: ActivationRule.loose); the
+    others keep their prior bounds.  Each domain b gets objective rows only for its own such
+    elements (padded to the batch's largest count U), so small, mostly stable domains cost little."""
     plo, phi = clean_bounds(*prior)
     B = plo.shape[0]
-    order, live = unstable_order(plo, phi)
+    order, live = unstable_order(plo, phi, mask)
     U = order.shape[1]
     if U == 0:
         return plo, phi
@@ -364,13 +376,15 @@ def bounds_of_value(graph: Graph, lo: Tensor, hi: Tensor, value: str, prior: tup
     return new_lo.reshape(plo.shape), new_hi.reshape(phi.shape)
 
 
-def unstable_order(plo: Tensor, phi: Tensor) -> tuple[Tensor, Tensor]:
-    """Per domain, the flat indices of the elements whose interval straddles 0, first, padded to
-    the batch's largest count U: (order (B, U), live (B, U) bool, False on padding).  A NaN
-    bound counts as unknown, so its element as unstable."""
+def unstable_order(plo: Tensor, phi: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Per domain, the flat indices of the elements in mask (default: whose interval straddles
+    0), first, padded to the batch's largest count U: (order (B, U), live (B, U) bool, False on
+    padding).  A NaN bound counts as unknown, so its element as unstable."""
     plo, phi = clean_bounds(plo, phi)
     B = plo.shape[0]
-    mask = (plo.reshape(B, -1) < 0) & (phi.reshape(B, -1) > 0)
+    if mask is None:
+        mask = (plo < 0) & (phi > 0)
+    mask = mask.reshape(B, -1)
     U = int(mask.sum(1).max()) if B else 0
     order = torch.argsort(mask.to(torch.int8), dim=1, descending=True, stable=True)[:, :U]
     return order, torch.gather(mask, 1, order)
@@ -414,6 +428,11 @@ def crown_intermediate(graph: Graph, lo: Tensor, hi: Tensor, ibp: Bounds | None 
     acts = activation_inputs(graph)
     pre: dict[str, tuple[Tensor, Tensor]] = {a.name: clean_bounds(*fixed[a.name]) for a in acts[:first]}
     known: dict[str, tuple[Tensor, Tensor]] = {a.inputs[0]: pre[a.name] for a in acts[:first]}
+    for a in acts[:first]:   # the other inputs' bounds of a product before `first`, as they are
+        for k, value in enumerate(a.inputs[1:], start=1):
+            if (a.name, k) in (fixed or {}):
+                pre[(a.name, k)] = clean_bounds(*fixed[(a.name, k)])
+                known.setdefault(value, pre[(a.name, k)])
     if ibp is None:
         ibp = interval_bounds(graph, lo, hi, known or None)
     last = None
@@ -425,7 +444,7 @@ def crown_intermediate(graph: Graph, lo: Tensor, hi: Tensor, ibp: Bounds | None 
             flo, fhi = clean_bounds(*fixed[act.name])
             prior = (torch.maximum(prior[0], flo), torch.minimum(prior[1], fhi))
         plo, phi = bounds_of_value(graph, lo, hi, act.inputs[0], prior, Relaxation(pre, mags=mags_of(ibp)),
-                                   budget_elems, deadline)
+                                   budget_elems, deadline, RULES[act.op].loose(act, *prior))
         if fixed is not None and act.name in fixed:
             plo, phi = torch.maximum(plo, flo), torch.minimum(phi, fhi)
         pre[act.name] = (plo, phi)
@@ -437,8 +456,9 @@ def crown_intermediate(graph: Graph, lo: Tensor, hi: Tensor, ibp: Bounds | None 
                 if b is None:
                     if value not in ibp:
                         ibp = interval_bounds(graph, lo, hi, known, reuse=ibp, upto=value)
+                    vlo, vhi = clean_bounds(*ibp[value])
                     b = bounds_of_value(graph, lo, hi, value, ibp[value], Relaxation(pre, mags=mags_of(ibp)),
-                                        budget_elems, deadline)
+                                        budget_elems, deadline, vlo < vhi)
                 pre[(act.name, k)] = known[value] = b
     return pre
 
@@ -446,9 +466,10 @@ def crown_intermediate(graph: Graph, lo: Tensor, hi: Tensor, ibp: Bounds | None 
 def crown_output(graph: Graph, lo: Tensor, hi: Tensor, C: Tensor, pre: Mapping[str, tuple[Tensor, Tensor]],
                  slopes: Mapping[str, Tensor] | None = None, record: dict | None = None,
                  signs: Mapping[str, Tensor] | None = None, betas: Mapping[str, Tensor] | None = None,
-                 mags: Mapping[str, Tensor] | None = None) -> Tensor:
+                 mags: Mapping[str, Tensor] | None = None, points: Mapping[str, Tensor] | None = None) -> Tensor:
     """Rigorous lower bounds of C @ y (C: (B, q, n_out)) given activation input bounds pre.
     (B, q).  mags: see Relaxation (pass them when bounding the same domains repeatedly)."""
     B, q = C.shape[:2]
     C = C.reshape((B, q) + graph.output_shape)
-    return backward_lower(graph, lo, hi, graph.output_name, C, Relaxation(pre, slopes, signs, betas, mags), record)
+    return backward_lower(graph, lo, hi, graph.output_name, C, Relaxation(pre, slopes, signs, betas, mags, points),
+                          record)

@@ -18,6 +18,7 @@ from .registry import ActivationRule, converts, rule
 # magnitude: at most 2.05 u (sigmoid) and 1.09 u (tanh) in float64, 1.9 u and 0.95 u in
 # float32 (tests/test_rounding.py checks this); CUDA documents <= 2 ulp (4 u) for expf and tanhf.
 F_ERR_U = 8
+THROUGH_END_STEPS = 12   # bisection steps for the tangent point of a plane through an end
 
 
 def _f_err(v: Tensor) -> Tensor:
@@ -125,13 +126,14 @@ class _SShaped(ActivationRule):
 
     def _planes(self, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Convex part (hi <= 0): chord above, tangent at the midpoint below; concave part
-        (lo >= 0) the mirror image; across 0 a parallelogram whose slope is the smallest
-        derivative on [lo, hi] (at an endpoint), so f - k x is monotone and its extremes sit at
-        the endpoints.  Each plane touches f (or a chord of it) in exact arithmetic; in floats
-        it can miss by the error of f (F_ERR_U u |f| at lo, hi, mid), the chord slope's three
-        roundings (3u |f(hi) - f(lo)|), a slope error of (2 F_ERR_U + 1) u |k| over at most
-        |lo| + |hi|, and the intercept's two roundings: 32u of the scale below (64u with room
-        for the subtraction of the slack), plus 8 tiny for subnormals read as 0."""
+        (lo >= 0) the mirror image; across 0 the line through (lo, f(lo)) tangent to f at a
+        point of [0, hi] above (the chord when no tangent point lies there) and its mirror image
+        below (_through_end).  Each plane touches f (or a chord of it) in exact arithmetic; in
+        floats it can miss by the error of f (F_ERR_U u |f| at lo, hi, mid, the tangent point),
+        the chord slope's three roundings (3u |f(hi) - f(lo)|), a slope error of
+        (2 F_ERR_U + 1) u |k| over at most |lo| + |hi|, and the intercept's three roundings:
+        32u of the scale below (64u with room for the subtraction of the slack), plus 8 tiny
+        for subnormals read as 0."""
         flo, fhi = self.f(lo), self.f(hi)
         width = hi - lo
         wide = width > 1e-6 * (1 + lo.abs() + hi.abs())
@@ -146,13 +148,44 @@ class _SShaped(ActivationRule):
         par_ub = fhi - par_k * hi
         convex = wide & (hi <= 0)
         concave = wide & (lo >= 0)
-        lw = torch.where(convex, tan_k, torch.where(concave, chord_k, par_k))
-        lb = torch.where(convex, tan_b, torch.where(concave, chord_b, par_lb))
-        uw = torch.where(convex, chord_k, torch.where(concave, tan_k, par_k))
-        ub = torch.where(convex, chord_b, torch.where(concave, tan_b, par_ub))
+        across = wide & (lo < 0) & (hi > 0)
+        z = torch.zeros_like(lo)
+        up_k, up_b = self._through_end(self.f, self.df, torch.where(across, lo, -1 + z), torch.where(across, hi, 1 + z),
+                                       torch.where(across, flo, self.f(-1 + z)), chord_k, chord_b)
+        mirror_f, mirror_df = (lambda x: -self.f(-x)), (lambda x: self.df(-x))
+        dn_k, dn_b = self._through_end(mirror_f, mirror_df, torch.where(across, -hi, -1 + z),
+                                       torch.where(across, -lo, 1 + z), torch.where(across, -fhi, mirror_f(-1 + z)),
+                                       chord_k, -chord_b)
+        lw = torch.where(convex, tan_k, torch.where(concave, chord_k, torch.where(across, dn_k, par_k)))
+        lb = torch.where(convex, tan_b, torch.where(concave, chord_b, torch.where(across, -dn_b, par_lb)))
+        uw = torch.where(convex, chord_k, torch.where(concave, tan_k, torch.where(across, up_k, par_k)))
+        ub = torch.where(convex, chord_b, torch.where(concave, tan_b, torch.where(across, up_b, par_ub)))
         scale = flo.abs() + fhi.abs() + fmid.abs() + (lw.abs() + uw.abs()) * (lo.abs() + hi.abs())
         slack = 64 * unit(lo.dtype) * scale + 8 * tiny(lo.dtype)
         return lw, lb - slack, uw, ub + slack
+
+    @staticmethod
+    def _through_end(f, df, a: Tensor, b: Tensor, fa: Tensor, chord_k: Tensor, chord_b: Tensor
+                     ) -> tuple[Tensor, Tensor]:
+        """An upper plane of f on [a, b], a < 0 < b (f convex below 0, concave above): the tangent
+        at a point r of [0, b], raised until it passes above (a, f(a)) (its height there minus
+        f(a) rises with r, so bisection finds the least r needing little raising).  Any r in
+        [0, b] gives a valid plane once raised: it is above f on [0, b] (concavity) and at 0
+        and a, so above f on [a, 0] too (f minus the plane is convex there).  When even the
+        tangent at b misses (a, f(a)) by more than rounding can explain, the tangent point lies
+        beyond b and the chord (chord_k, chord_b) is valid and tighter."""
+        h = lambda d: f(d) + df(d) * (a - d) - fa      # >= 0: the tangent at d passes above (a, f(a))
+        tol = 16 * unit(a.dtype) * (fa.abs() + f(b).abs() + df(b) * (b - a)) + 4 * tiny(a.dtype)
+        use_chord = h(b) < -tol
+        left, right = torch.zeros_like(b), b
+        for _ in range(THROUGH_END_STEPS):
+            m = (left + right) / 2
+            good = h(m) >= 0
+            right, left = torch.where(good, m, right), torch.where(good, left, m)
+        k = df(right)
+        c = f(right) - k * right
+        c = c + (fa - (k * a + c)).clamp(min=0)
+        return torch.where(use_chord, chord_k, k), torch.where(use_chord, chord_b, c)
 
 
 @rule("Sigmoid")

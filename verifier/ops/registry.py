@@ -12,6 +12,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from ..bounds.rounding import clean_bounds
 from ..ir import Node
 
 RULES: dict[str, "OpRule"] = {}
@@ -122,7 +123,11 @@ class ActivationRule(OpRule):
     have no coefficient on them.
 
     splittable: the op is piecewise linear with one kink at 0, so fixing the sign of its input
-    (a branch-and-bound split) makes it exactly linear."""
+    (a branch-and-bound split) makes it exactly linear.
+
+    Branch and bound may split the input interval of any single-input activation at a point
+    (branch_gain says where and how much it is worth); on each side the rule's relaxation,
+    recomputed from the narrower bounds, is tighter."""
 
     splittable = False
     # True: relax_all gives planes in every input (a product of two variables, say); the
@@ -155,6 +160,28 @@ class ActivationRule(OpRule):
         """An absolute bound on how far onnxruntime's evaluation of the function in dtype may be
         from the real function (for float models); inf when nothing is known."""
         return float("inf")
+
+    def loose(self, node: Node, lo: Tensor, hi: Tensor) -> Tensor:
+        """Elements whose relaxation on [lo, hi] is not exact: those whose input bounds are worth
+        tightening (CROWN computes bounds only for them) and that a split may help.  Default:
+        every interval of positive width, and for a kink at 0 (splittable) every interval
+        across 0; a NaN bound counts as unknown, so as loose."""
+        lo, hi = clean_bounds(lo, hi)
+        return (lo < 0) & (hi > 0) if self.splittable else lo < hi
+
+    def branch_gain(self, node: Node, lo: Tensor, hi: Tensor, a: Tensor) -> tuple[Tensor, Tensor] | None:
+        """For branch and bound: (gain, point), elementwise: an estimate of how much a lower bound
+        whose coefficient on this node's output is `a` rises when the input interval [lo, hi] is
+        split at `point` (lo < point < hi), -1 where the element should not be split; None when
+        the op is never split (several inputs).  A kink at 0 is split there (kink_gain); else
+        the point among a few candidates that
+        leaves the least slack between f and the plane `a` selects, measured at sampled points
+        (ops/split.py); a heuristic only, soundness rests on the relaxations of both sides."""
+        if len(node.inputs) > 1 or self.multi_planes:
+            return None
+        from .split import kink_gain, sampled_gain
+
+        return kink_gain(lo, hi, a) if self.splittable else sampled_gain(self, node, lo, hi, a)
 
     def lower_slope_range(self, node: Node, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor] | None:
         """Valid range of an optimisable lower slope (alpha-CROWN), or None if not optimisable."""

@@ -1,17 +1,22 @@
-"""ReLU-split branch and bound, for networks with many inputs.
+"""Branch and bound over the activations, for networks with many inputs (GenBaB-style).
 
-A domain is a case plus a sign decision for some unstable activations (+1: input >= 0,
--1: input <= 0).  Decisions are enforced soundly by clamping the decided neuron's input bounds,
-which makes its relaxation exact, and every later layer's bounds are recomputed by
-back-substitution from the clamped ones (children start from their parent's bounds, valid on
-the smaller region).  The two children of a split cover their parent, so refuting all leaves
-refutes the case.  Branching picks the unstable neuron whose upper-relaxation intercept, times
-its coefficient in the weakest open row, is largest (an estimate of what the split gains).
+A domain is a case plus split decisions on some activation inputs: a sign (+1: input >= p,
+-1: input <= p) and the point p (0 for a kink at 0, such as ReLU's; stored only for the other
+activations).  Decisions are enforced soundly by clamping the decided neuron's input bounds, so
+its rule relaxes it on the narrower interval (exactly, for a kink), and every later layer's
+bounds are recomputed by back-substitution from the clamped ones (children start from their
+parent's bounds, valid on the smaller region); beta multipliers carry the decisions back to
+earlier layers.  The two children of a split cover their parent, so refuting all leaves refutes
+the case.  Each activation's rule says where a split pays and how much (ActivationRule.
+branch_gain): the neuron with the largest estimated gain in the weakest open row is split.
+Nonlinearities that are never split (products, relational nodes) stay relaxed.  When every
+nonlinearity is a kink and all are decided, the network is affine on the domain and an LP
+decides it.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -35,6 +40,8 @@ class Domains:
     pre: dict[str, tuple[Tensor, Tensor]] | None  # bounds inherited from the parent
     warm: dict | None = None  # the parent's optimised {"slopes": {...}, "betas": {...}}, (N, Q, *shape)
     fresh: Tensor | None = None  # (N,) index of the first activation whose inherited bounds are stale
+    points: dict[str, Tensor] = field(default_factory=dict)  # act name -> (N, *shape) split points
+    #                                                         (activations without a kink at 0 only)
 
     def __len__(self) -> int:
         return len(self.cs)
@@ -42,7 +49,8 @@ class Domains:
     def take(self, idx) -> "Domains":
         i = torch.as_tensor(np.asarray(idx, dtype=np.int64), device=self.cs.lo.device)
         return Domains(self.cs.select(idx), {k: v[i] for k, v in self.splits.items()}, take_bounds(self.pre, i),
-                       _take_warm(self.warm, i), None if self.fresh is None else self.fresh[i])
+                       _take_warm(self.warm, i), None if self.fresh is None else self.fresh[i],
+                       {k: v[i] for k, v in self.points.items()})
 
 
 def _take_warm(warm: dict | None, idx) -> dict | None:
@@ -71,8 +79,9 @@ def _join(parts: list[Domains]) -> Domains:
         return parts[0]
     splits = {k: torch.cat([p.splits[k] for p in parts]) for k in parts[0].splits}
     fresh = None if any(p.fresh is None for p in parts) else torch.cat([p.fresh for p in parts])
+    points = {k: torch.cat([p.points[k] for p in parts]) for k in parts[0].points}
     return Domains(cat_cases([p.cs for p in parts]), splits, cat_bounds([p.pre for p in parts]), _cat_warm(parts),
-                   fresh)
+                   fresh, points)
 
 
 def _fit_memory(stack: list[Domains], budget: int) -> bool:
@@ -89,16 +98,22 @@ def _fit_memory(stack: list[Domains], budget: int) -> bool:
     return total <= budget
 
 
-def _clamps(d: Domains) -> dict[str, tuple[Tensor, Tensor]]:
-    """Split decisions (and inherited bounds) as bounds on each activation's input."""
+def _clamps(d: Domains) -> dict:
+    """Split decisions (and inherited bounds) as bounds on each activation's input; the inherited
+    bounds of a product's other inputs ((node, k) keys) as they are."""
     out = {}
     for name, s in d.splits.items():
-        lo = torch.where(s > 0, 0.0, -INF).to(d.cs.lo.dtype)
-        hi = torch.where(s < 0, 0.0, INF).to(d.cs.lo.dtype)
+        p = d.points.get(name)
+        at = torch.zeros((), dtype=d.cs.lo.dtype, device=d.cs.lo.device) if p is None else p.to(d.cs.lo.dtype)
+        lo = torch.where(s > 0, at, -INF).to(d.cs.lo.dtype)
+        hi = torch.where(s < 0, at, INF).to(d.cs.lo.dtype)
         if d.pre is not None:  # a NaN inherited bound is no bound (the decision still holds)
             plo, phi = clean_bounds(*d.pre[name])
             lo, hi = torch.maximum(lo, plo), torch.minimum(hi, phi)
         out[name] = (lo, hi)
+    for key, b in (d.pre or {}).items():
+        if not isinstance(key, str):
+            out[key] = b
     return out
 
 
@@ -116,8 +131,12 @@ def _intermediate(q, d: Domains) -> dict[str, tuple[Tensor, Tensor]]:
         sel = (d.fresh == first).nonzero().flatten()
         part = crown_intermediate(q.graph, cs.lo[sel], cs.hi[sel], fixed=take_bounds(clamps, sel),
                                   deadline=q.deadline, first=first)
-        for name in names[first:]:
-            clamps[name][0][sel], clamps[name][1][sel] = part[name]
+        for key, (plo, phi) in part.items():
+            if not isinstance(key, str) or key in names[first:]:
+                if key not in clamps:
+                    clamps[key] = (cs.lo.new_full((len(cs),) + plo.shape[1:], -INF),
+                                   cs.lo.new_full((len(cs),) + phi.shape[1:], INF))
+                clamps[key][0][sel], clamps[key][1][sel] = plo, phi
     return clamps
 
 
@@ -136,13 +155,16 @@ def _bound(q, d: Domains, alpha_iters: int):
         lb = torch.maximum(lb, alpha_lower(
             q.graph, cs.lo, cs.hi, cs.C, cs.d, pre, cfg, q.deadline,
             lambda b: bool((conjuncts_refuted(cs, b, q.tol) | ~valid).all()), signs=d.splits,
-            warm=d.warm, keep=warm))
+            warm=d.warm, keep=warm, points=d.points or None))
     return lb, record, pre, warm or None
 
 
-def _branch(d: Domains, lb: Tensor, record: dict, pre: dict):
-    """(activation names, (N,) layer index into them, (N,) flat neuron index) to split in each
-    domain; the layer index is -1 for a leaf (no free unstable neuron left)."""
+def _branch(q, d: Domains, lb: Tensor, record: dict, pre: dict):
+    """(activation names, (N,) layer index into them, (N,) flat neuron index, (N,) split point)
+    for each domain: the split with the largest estimated gain (ActivationRule.branch_gain) for
+    its weakest open row; the layer index is -1 where no activation can be split any more."""
+    from ..ops import RULES
+
     cs = d.cs
     N = len(cs)
     open_rows = (cs.member & cs.valid.unsqueeze(-1)).any(1)
@@ -150,28 +172,31 @@ def _branch(d: Domains, lb: Tensor, record: dict, pre: dict):
     best_score = torch.full((N,), -1.0, dtype=lb.dtype, device=lb.device)
     best_layer = torch.full((N,), -1, dtype=torch.long, device=lb.device)
     best_idx = torch.zeros(N, dtype=torch.long, device=lb.device)
+    best_point = torch.zeros(N, dtype=lb.dtype, device=lb.device)
     names = list(d.splits)
-    big = torch.finfo(lb.dtype).max
+    rows = torch.arange(N, device=lb.device)
     for li, name in enumerate(names):
-        lo, hi = clean_bounds(pre[name][0].reshape(N, -1), pre[name][1].reshape(N, -1))
-        a = record[name][torch.arange(N, device=lb.device), worst].reshape(N, -1)
-        unstable = (lo < 0) & (hi > 0) & (d.splits[name].reshape(N, -1) == 0)
-        intercept = torch.where(unstable, -lo * hi / (hi - lo).clamp(min=1e-30), 0.0)
-        # a neuron with an unknown (infinite) bound is the one most worth splitting
-        intercept = torch.nan_to_num(intercept, nan=big, posinf=big)
-        score = torch.where(unstable, torch.nan_to_num(a.abs() * intercept, nan=big) + 1e-12, -1.0)
-        s, i = score.max(-1)
+        node = q.graph.by_name[name]
+        if name not in record:
+            continue
+        out = RULES[node.op].branch_gain(node, pre[name][0], pre[name][1], record[name][rows, worst])
+        if out is None:
+            continue
+        gain, point = out[0].reshape(N, -1), out[1].reshape(N, -1)
+        s, i = gain.max(-1)
         better = s > best_score
         best_score = torch.where(better, s, best_score)
         best_layer = torch.where(better, li, best_layer)
         best_idx = torch.where(better, i, best_idx)
-    return names, best_layer, best_idx
+        best_point = torch.where(better, point[rows, i].to(lb.dtype), best_point)
+    return names, best_layer, best_idx, best_point
 
 
-def _children(d: Domains, pre: dict, names, layer: Tensor, idx: Tensor) -> Domains:
+def _children(d: Domains, pre: dict, names, layer: Tensor, idx: Tensor, point: Tensor) -> Domains:
     N = len(d)
     rows = torch.arange(N, device=layer.device)
     pos, neg = {}, {}
+    points = {}
     for li, name in enumerate(names):
         s = d.splits[name].reshape(N, -1)
         sp, sn = s.clone(), s.clone()
@@ -180,12 +205,16 @@ def _children(d: Domains, pre: dict, names, layer: Tensor, idx: Tensor) -> Domai
         sn[hit, idx[hit]] = -1
         shape = d.splits[name].shape
         pos[name], neg[name] = sp.reshape(shape), sn.reshape(shape)
+        if name in d.points:
+            p = d.points[name].reshape(N, -1).clone()
+            p[hit, idx[hit]] = point[hit].to(p.dtype)
+            points[name] = p.reshape(shape).repeat((2,) + (1,) * (len(shape) - 1))
     parent = torch.cat([rows, rows])
     splits = {k: torch.cat([pos[k], neg[k]]) for k in names}
     inherited = take_bounds(pre, parent)
     fresh = (layer + 1).repeat(2)
     return Domains(d.cs.with_box(d.cs.lo[parent], d.cs.hi[parent], parent), splits, inherited,
-                   _take_warm(d.warm, parent), fresh)
+                   _take_warm(d.warm, parent), fresh, points)
 
 
 def _affine_forms(q, leaf: Domains, pre: dict, value: str, C: Tensor, d: Tensor | None = None
@@ -259,21 +288,27 @@ def _settle_leaves(q, leaves: Domains, pre: dict, idx: np.ndarray):
     return True
 
 
-def relu_split_bab(q, cases: Cases, pre: dict | None = None) -> Result:
+def activation_split_bab(q, cases: Cases, pre: dict | None = None) -> Result:
+    from ..bounds.backward import activation_inputs
+    from ..ops import RULES
     from ..pipeline import stage_attack, try_confirm
 
     cfg = q.cfg.bab
-    from ..ops import RULES
-
-    nonlinear = [n for n in q.graph.nodes if not RULES[n.op].linear]
-    acts = [n for n in nonlinear if RULES[n.op].splittable]
-    if len(acts) != len(nonlinear):
-        return Result(Verdict.UNKNOWN, reason="ReLU splitting needs every nonlinearity to be splittable")
-    splits = {n.name: torch.zeros((len(cases),) + n.shape, dtype=torch.int8, device=cases.lo.device) for n in acts}
+    acts = activation_inputs(q.graph)
+    dev = cases.lo.device
+    if not any(RULES[n.op].branch_gain(n, *(torch.zeros((1,) + n.shape, dtype=cases.lo.dtype, device=dev),) * 2,
+                                       torch.zeros((1,) + n.shape, dtype=cases.lo.dtype, device=dev)) is not None
+               for n in acts):
+        return Result(Verdict.UNKNOWN, reason="no nonlinearity of the network can be split")
+    # every nonlinearity a kink at 0: a domain with all of them decided is affine (an LP decides it)
+    kinks_only = all(RULES[n.op].splittable for n in acts)
+    splits = {n.name: torch.zeros((len(cases),) + n.shape, dtype=torch.int8, device=dev) for n in acts}
+    points = {n.name: torch.zeros((len(cases),) + n.shape, dtype=cases.lo.dtype, device=dev)
+              for n in acts if not RULES[n.op].splittable}
     # the root recomputes every layer once (on the pipeline's bounds, CROWN and the interval pass
     # can still tighten later layers); its children then only the layers after their split
-    root_fresh = None if pre is None else torch.zeros(len(cases), dtype=torch.long, device=cases.lo.device)
-    stack = [Domains(cases, splits, pre, None, root_fresh)]
+    root_fresh = None if pre is None else torch.zeros(len(cases), dtype=torch.long, device=dev)
+    stack = [Domains(cases, splits, pre, None, root_fresh, points)]
     rounds, domains = 0, 0
     progress = Progress()
     size = AdaptiveBatch(16, cfg.batch)
@@ -294,8 +329,7 @@ def relu_split_bab(q, cases: Cases, pre: dict | None = None) -> Result:
         if not bool(open_.any()):
             continue
         idx = open_.nonzero().flatten().cpu().numpy()
-        kept = Domains(replace(cs, valid=valid), batch.splits, None, warm,
-                       batch.fresh).take(idx)
+        kept = Domains(replace(cs, valid=valid), batch.splits, None, warm, batch.fresh, batch.points).take(idx)
         lb_k = lb[idx]
         rec_k = {k: v[idx] for k, v in record.items()}
         pre_k = take_bounds(pre, idx)
@@ -303,8 +337,10 @@ def relu_split_bab(q, cases: Cases, pre: dict | None = None) -> Result:
         found = try_confirm(q, kept.cs, x, violations(q.graph, kept.cs, x))
         if found is not None:
             return found
-        names, layer, neuron = _branch(kept, lb_k, rec_k, pre_k)
+        names, layer, neuron, point = _branch(q, kept, lb_k, rec_k, pre_k)
         leaf = (layer < 0).cpu().numpy()
+        if leaf.any() and not kinks_only:
+            return Result(Verdict.UNKNOWN, reason="an open domain has no activation left worth splitting")
         if leaf.any():
             settled = _settle_leaves(q, kept.take(np.nonzero(leaf)[0]), pre_k, np.nonzero(leaf)[0])
             if isinstance(settled, Result):
@@ -317,11 +353,11 @@ def relu_split_bab(q, cases: Cases, pre: dict | None = None) -> Result:
                 continue
             kept, lb_k = kept.take(inner), lb_k[inner]
             pre_k = take_bounds(pre_k, inner)
-            layer, neuron = layer[inner], neuron[inner]
-        stack.append(_children(kept, pre_k, names, layer, neuron))
+            layer, neuron, point = layer[inner], neuron[inner], point[inner]
+        stack.append(_children(kept, pre_k, names, layer, neuron, point))
         if not _fit_memory(stack, budget):
             return Result(Verdict.UNKNOWN, reason="the open domains outgrow the memory budget")
-        progress.maybe("ReLU BaB: %d open domains after %d rounds (%d bounded, %d LP leaves), worst bound %.4g",
+        progress.maybe("activation BaB: %d open domains after %d rounds (%d bounded, %d LP leaves), worst bound %.4g",
                        sum(len(s) for s in stack), rounds, domains, q.stats.get("lp_leaves", 0),
                        float(weakest_open_bound(kept.cs, lb_k).min()))
         if rounds % 20 == 0:
