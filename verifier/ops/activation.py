@@ -128,7 +128,8 @@ class _SShaped(ActivationRule):
         """Convex part (hi <= 0): chord above, tangent at the midpoint below; concave part
         (lo >= 0) the mirror image; across 0 the line through (lo, f(lo)) tangent to f at a
         point of [0, hi] above (the chord when no tangent point lies there) and its mirror image
-        below (_through_end).  Each plane touches f (or a chord of it) in exact arithmetic; in
+        below (_through_end), or where it leaves more area, the parallelogram's plane whose
+        slope is the smaller end derivative (f - k x is then monotone, its extremes at the ends).  Each plane touches f (or a chord of it) in exact arithmetic; in
         floats it can miss by the error of f (F_ERR_U u |f| at lo, hi, mid, the tangent point),
         the chord slope's three roundings (3u |f(hi) - f(lo)|), a slope error of
         (2 F_ERR_U + 1) u |k| over at most |lo| + |hi|, and the intercept's three roundings:
@@ -156,10 +157,14 @@ class _SShaped(ActivationRule):
         dn_k, dn_b = self._through_end(mirror_f, mirror_df, torch.where(across, -hi, -1 + z),
                                        torch.where(across, -lo, 1 + z), torch.where(across, -fhi, mirror_f(-1 + z)),
                                        chord_k, -chord_b)
-        lw = torch.where(convex, tan_k, torch.where(concave, chord_k, torch.where(across, dn_k, par_k)))
-        lb = torch.where(convex, tan_b, torch.where(concave, chord_b, torch.where(across, -dn_b, par_lb)))
-        uw = torch.where(convex, chord_k, torch.where(concave, tan_k, torch.where(across, up_k, par_k)))
-        ub = torch.where(convex, chord_b, torch.where(concave, tan_b, torch.where(across, up_b, par_ub)))
+        # across 0, of the plane through an end and the parallelogram's, the one of least area
+        # between it and f (the lower / higher at the midpoint)
+        up_end = across & (up_k * mid + up_b < par_k * mid + par_ub)
+        dn_end = across & (dn_k * mid - dn_b > par_k * mid + par_lb)
+        lw = torch.where(convex, tan_k, torch.where(concave, chord_k, torch.where(dn_end, dn_k, par_k)))
+        lb = torch.where(convex, tan_b, torch.where(concave, chord_b, torch.where(dn_end, -dn_b, par_lb)))
+        uw = torch.where(convex, chord_k, torch.where(concave, tan_k, torch.where(up_end, up_k, par_k)))
+        ub = torch.where(convex, chord_b, torch.where(concave, tan_b, torch.where(up_end, up_b, par_ub)))
         scale = flo.abs() + fhi.abs() + fmid.abs() + (lw.abs() + uw.abs()) * (lo.abs() + hi.abs())
         slack = 64 * unit(lo.dtype) * scale + 8 * tiny(lo.dtype)
         return lw, lb - slack, uw, ub + slack

@@ -56,7 +56,7 @@ def sampled_gain(rule, node, lo: Tensor, hi: Tensor, a: Tensor) -> tuple[Tensor,
     lo, hi = clean_bounds(lo, hi)
     finite = torch.isfinite(lo) & torch.isfinite(hi)
     scale = 1 + lo.abs() + hi.abs()
-    loose = rule.loose(node, lo, hi) & ((hi - lo) > MIN_WIDTH * scale)
+    loose = rule.loose(node, lo, hi) & (~finite | ((hi - lo) > MIN_WIDTH * scale))
     zero = torch.zeros_like(lo)
     flo, fhi = torch.where(finite, lo, zero), torch.where(finite, hi, zero)
     width = fhi - flo
