@@ -26,8 +26,8 @@ SIDE = 10
 CLASSES = 4
 HIDDEN = (48, 48)
 NETS = {"sigmoid": ("Sigmoid", "Sigmoid"), "tanh": ("Tanh", "Tanh"), "relu_sigmoid": ("Relu", "Sigmoid")}
-EPS = (0.005, 0.01, 0.015)
-IMAGES = 4
+EPS = (0.01, 0.0125, 0.015, 0.0175, 0.02)
+IMAGES = 3
 TIMEOUT = 30
 
 

@@ -288,6 +288,12 @@ def _settle_leaves(q, leaves: Domains, pre: dict, idx: np.ndarray):
     return True
 
 
+class Exhausted(Exception):
+    """Splitting the activations cannot make progress on some open domain (every activation
+    there is too narrow to split and not all are kinks, so no LP can settle it); the caller may
+    go on another way (input splitting)."""
+
+
 def activation_split_bab(q, cases: Cases, pre: dict | None = None) -> Result:
     from ..bounds.backward import activation_inputs
     from ..ops import RULES
@@ -299,7 +305,7 @@ def activation_split_bab(q, cases: Cases, pre: dict | None = None) -> Result:
     if not any(RULES[n.op].branch_gain(n, *(torch.zeros((1,) + n.shape, dtype=cases.lo.dtype, device=dev),) * 2,
                                        torch.zeros((1,) + n.shape, dtype=cases.lo.dtype, device=dev)) is not None
                for n in acts):
-        return Result(Verdict.UNKNOWN, reason="no nonlinearity of the network can be split")
+        raise Exhausted("no nonlinearity of the network can be split")
     # every nonlinearity a kink at 0: a domain with all of them decided is affine (an LP decides it)
     kinks_only = all(RULES[n.op].splittable for n in acts)
     splits = {n.name: torch.zeros((len(cases),) + n.shape, dtype=torch.int8, device=dev) for n in acts}
@@ -340,7 +346,7 @@ def activation_split_bab(q, cases: Cases, pre: dict | None = None) -> Result:
         names, layer, neuron, point = _branch(q, kept, lb_k, rec_k, pre_k)
         leaf = (layer < 0).cpu().numpy()
         if leaf.any() and not kinks_only:
-            return Result(Verdict.UNKNOWN, reason="an open domain has no activation left worth splitting")
+            raise Exhausted("an open domain has no activation left worth splitting")
         if leaf.any():
             settled = _settle_leaves(q, kept.take(np.nonzero(leaf)[0]), pre_k, np.nonzero(leaf)[0])
             if isinstance(settled, Result):

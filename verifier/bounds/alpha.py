@@ -64,23 +64,26 @@ def alpha_lower(graph: Graph, lo: Tensor, hi: Tensor, C: Tensor, d: Tensor,
     else:
         bound = lambda p, slopes=None, signs=None, betas=None: backward_lower(
             graph, lo, hi, start, C, Relaxation(p, slopes, signs, betas, mags, points))
-    params: dict[str, Tensor] = {}
-    ranges: dict[str, tuple[Tensor, Tensor]] = {}
+    params: dict = {}
+    ranges: dict = {}
     for node in graph.nodes:
         rule = RULES[node.op]
         if rule.linear or node.name not in pre:
             continue
         plo, phi = pre[node.name]
-        rng = rule.lower_slope_range(node, plo, phi)
-        if rng is None:
-            continue
-        if warm is not None and node.name in warm.get("slopes", {}):
-            start_at = warm["slopes"][node.name].to(lo.dtype).clone()
-        else:
-            init = rule.relax(node, plo, phi, *side_boxes(graph, node, pre))[0]
-            start_at = init.unsqueeze(1).expand((-1, q) + init.shape[1:]).clone()
-        params[node.name] = start_at.requires_grad_(True)
-        ranges[node.name] = (rng[0].unsqueeze(1), rng[1].unsqueeze(1))
+        # the lower plane's parameter under the node's name, the upper one's under (name, "upper")
+        for key, rng, upper in ((node.name, rule.lower_slope_range(node, plo, phi), False),
+                                ((node.name, "upper"), rule.upper_slope_range(node, plo, phi), True)):
+            if rng is None:
+                continue
+            if warm is not None and key in warm.get("slopes", {}):
+                start_at = warm["slopes"][key].to(lo.dtype).clone()
+            else:
+                init = (rule.slope_start(node, plo, phi, upper) if len(node.inputs) == 1 else
+                        rule.relax(node, plo, phi, *side_boxes(graph, node, pre))[2 if upper else 0])
+                start_at = init.unsqueeze(1).expand((-1, q) + init.shape[1:]).clone()
+            params[key] = start_at.requires_grad_(True)
+            ranges[key] = (rng[0].unsqueeze(1), rng[1].unsqueeze(1))
     betas: dict[str, Tensor] = {}
     for name, sg in (signs or {}).items():
         if bool((sg != 0).any()):

@@ -30,8 +30,9 @@ from .rounding import (accumulate, clean_bounds, coef, floor, lower, magnitude, 
 @dataclass(frozen=True)
 class Relaxation:
     """What the backward pass needs beyond the graph: bounds on the input of every activation
-    (pre[name_of_activation_node] = (lo, hi), (B, *shape)), optional optimisable lower slopes
-    (slopes[name]: (B, q, *shape), already clamped to their valid range), and for branch and
+    (pre[name_of_activation_node] = (lo, hi), (B, *shape)), optional optimisable parameters of
+    the lower planes (slopes[name]: (B, q, *shape), already clamped to their valid range) and
+    of the upper ones (slopes[(name, "upper")]), and for branch and
     bound the split decisions (signs[name]: (B, *shape) in {-1, 0, +1}: input <= p, free,
     input >= p, with p = points[name] (B, *shape) where given, else 0) with their multipliers
     (betas[name]: (B, q, *shape), >= 0).  On a domain where every decision holds,
@@ -196,6 +197,8 @@ def _planes(node: Node, rule, a: Tensor, relax: Relaxation, graph_model: torch.d
     lw, lb, uw, ub = (t.unsqueeze(1) for t in (lw, lb, uw, ub))
     if relax.slopes is not None and node.name in relax.slopes:
         lw, lb = rule.lower_with_slope(node, plo.unsqueeze(1), phi.unsqueeze(1), relax.slopes[node.name])
+    if relax.slopes is not None and (node.name, "upper") in relax.slopes:
+        uw, ub = rule.upper_with_slope(node, plo.unsqueeze(1), phi.unsqueeze(1), relax.slopes[(node.name, "upper")])
     lw, lb, uw, ub = model_planes(graph_model, rule, node, (lw, lb, uw, ub))
     up = a < 0  # a negative coefficient takes the upper plane, a positive one the lower
     with torch.no_grad():

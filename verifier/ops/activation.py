@@ -169,16 +169,85 @@ class _SShaped(ActivationRule):
         slack = 64 * unit(lo.dtype) * scale + 8 * tiny(lo.dtype)
         return lw, lb - slack, uw, ub + slack
 
+    # alpha-CROWN: the tangent point of each plane is the parameter.  The lower plane touches f
+    # at t in [lo, min(hi, 0)] (where f is convex) and is lowered until it passes below
+    # (hi, f(hi)); the upper one touches at t in [max(lo, 0), hi], raised above (lo, f(lo)).
+    # Sound for every t there: a tangent at t <= 0 is below f on (-inf, 0] (convexity), and f
+    # minus it is concave on [0, hi], so non-negative there once it is at 0 and at hi; the mirror
+    # argument holds above.  Where no tangent point exists (a plane of the other kind: the
+    # chord), the interval is too narrow or unbounded, the rule's relax plane is kept.
+    def _usable(self, lo: Tensor, hi: Tensor, upper: bool) -> Tensor:
+        wide = (hi - lo) > 1e-6 * (1 + lo.abs() + hi.abs())
+        return torch.isfinite(lo) & torch.isfinite(hi) & wide & ((hi > 0) if upper else (lo < 0))
+
+    def _tangent_range(self, lo: Tensor, hi: Tensor, upper: bool) -> tuple[Tensor, Tensor]:
+        lo, hi = clean_bounds(lo, hi)
+        ok = self._usable(lo, hi, upper)
+        z = torch.zeros_like(lo)
+        a = torch.where(ok, torch.maximum(lo, z) if upper else lo, z)
+        b = torch.where(ok, hi if upper else torch.minimum(hi, z), z)
+        return a, b
+
+    def lower_slope_range(self, node, lo, hi):
+        return self._tangent_range(lo, hi, upper=False)
+
+    def upper_slope_range(self, node, lo, hi):
+        return self._tangent_range(lo, hi, upper=True)
+
+    def slope_start(self, node, lo, hi, upper):
+        """The tangent point of relax's plane where it is a tangent: the midpoint on one side of
+        0; across 0, the point of the plane through the far end (_through_end)."""
+        lo, hi = clean_bounds(lo, hi)
+        a, b = self._tangent_range(lo, hi, upper)
+        across = (lo < 0) & (hi > 0) & self._usable(lo, hi, upper)
+        z = torch.zeros_like(lo)
+        if upper:
+            t = self._through_end(self.f, self.df, torch.where(across, lo, -1 + z), torch.where(across, hi, 1 + z),
+                                  torch.where(across, self.f(lo), self.f(-1 + z)), z, z, point=True)
+        else:
+            t = -self._through_end(lambda x: -self.f(-x), lambda x: self.df(-x), torch.where(across, -hi, -1 + z),
+                                   torch.where(across, -lo, 1 + z), torch.where(across, -self.f(hi), -self.f(1 + z)),
+                                   z, z, point=True)
+        return torch.where(across, t, (a + b) / 2).clamp(a, b)
+
+    def _with_tangent(self, lo: Tensor, hi: Tensor, t: Tensor, upper: bool) -> tuple[Tensor, Tensor]:
+        lo, hi = clean_bounds(lo, hi)
+        ok = self._usable(lo, hi, upper)
+        lw, lb, uw, ub = self.relax(None, lo, hi)
+        z = torch.zeros_like(lo)
+        l0, h0 = torch.where(ok, lo, z), torch.where(ok, hi, z)
+        a, b = self._tangent_range(l0, h0, upper)
+        t = torch.where(ok, t, z).clamp(a, b)
+        k = self.df(t)
+        ft = self.f(t)
+        c = ft - k * t
+        end = l0 if upper else h0
+        fe = self.f(end)
+        miss = (k * end + c) - fe           # the plane's height over f at the far end
+        c = c + (-miss).clamp(min=0) if upper else c - miss.clamp(min=0)
+        scale = self.f(l0).abs() + self.f(h0).abs() + ft.abs() + k.abs() * (l0.abs() + h0.abs())
+        slack = 64 * unit(lo.dtype) * scale + 8 * tiny(lo.dtype)
+        if upper:
+            return torch.where(ok, k, uw), torch.where(ok, c + slack, ub)
+        return torch.where(ok, k, lw), torch.where(ok, c - slack, lb)
+
+    def lower_with_slope(self, node, lo, hi, slope):
+        return self._with_tangent(lo, hi, slope, upper=False)
+
+    def upper_with_slope(self, node, lo, hi, slope):
+        return self._with_tangent(lo, hi, slope, upper=True)
+
     @staticmethod
-    def _through_end(f, df, a: Tensor, b: Tensor, fa: Tensor, chord_k: Tensor, chord_b: Tensor
-                     ) -> tuple[Tensor, Tensor]:
+    def _through_end(f, df, a: Tensor, b: Tensor, fa: Tensor, chord_k: Tensor, chord_b: Tensor,
+                     point: bool = False):
         """An upper plane of f on [a, b], a < 0 < b (f convex below 0, concave above): the tangent
         at a point r of [0, b], raised until it passes above (a, f(a)) (its height there minus
         f(a) rises with r, so bisection finds the least r needing little raising).  Any r in
         [0, b] gives a valid plane once raised: it is above f on [0, b] (concavity) and at 0
         and a, so above f on [a, 0] too (f minus the plane is convex there).  When even the
         tangent at b misses (a, f(a)) by more than rounding can explain, the tangent point lies
-        beyond b and the chord (chord_k, chord_b) is valid and tighter."""
+        beyond b and the chord (chord_k, chord_b) is valid and tighter.  point: return the
+        tangent point found instead."""
         h = lambda d: f(d) + df(d) * (a - d) - fa      # >= 0: the tangent at d passes above (a, f(a))
         tol = 16 * unit(a.dtype) * (fa.abs() + f(b).abs() + df(b) * (b - a)) + 4 * tiny(a.dtype)
         use_chord = h(b) < -tol
@@ -187,6 +256,8 @@ class _SShaped(ActivationRule):
             m = (left + right) / 2
             good = h(m) >= 0
             right, left = torch.where(good, m, right), torch.where(good, left, m)
+        if point:   # the tangent point itself (alpha-CROWN starts there)
+            return right
         k = df(right)
         c = f(right) - k * right
         c = c + (fa - (k * a + c)).clamp(min=0)

@@ -184,12 +184,26 @@ class ActivationRule(OpRule):
         return kink_gain(lo, hi, a) if self.splittable else sampled_gain(self, node, lo, hi, a)
 
     def lower_slope_range(self, node: Node, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor] | None:
-        """Valid range of an optimisable lower slope (alpha-CROWN), or None if not optimisable."""
+        """Valid range of an optimisable parameter of the lower plane (alpha-CROWN: a slope for
+        ReLU, a tangent point for Sigmoid), or None if not optimisable."""
         return None
 
     def lower_with_slope(self, node: Node, lo: Tensor, hi: Tensor, slope: Tensor) -> tuple[Tensor, Tensor]:
-        """The lower plane for a given (clamped) slope: (lw, lb)."""
+        """The lower plane for a given (clamped) parameter: (lw, lb); sound for every value in
+        the range, and differentiable in it."""
         raise NotImplementedError
+
+    def upper_slope_range(self, node: Node, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor] | None:
+        """The same for the upper plane, or None (a convex function's chord is the best there is)."""
+        return None
+
+    def upper_with_slope(self, node: Node, lo: Tensor, hi: Tensor, slope: Tensor) -> tuple[Tensor, Tensor]:
+        """The upper plane for a given (clamped) parameter: (uw, ub)."""
+        raise NotImplementedError
+
+    def slope_start(self, node: Node, lo: Tensor, hi: Tensor, upper: bool) -> Tensor:
+        """Where alpha-CROWN starts the parameter: by default the slope of relax's plane."""
+        return self.relax(node, lo, hi)[2 if upper else 0]
 
 
 def side_boxes(graph, node: Node, pre) -> list:
