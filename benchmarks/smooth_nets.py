@@ -8,8 +8,11 @@ A synthetic image task (10 x 10 pixels in [0, 1], so 100 inputs: activation spli
 input splitting): four classes of strokes (a horizontal bar, a vertical bar, a diagonal, an
 anti-diagonal) at random positions, with noise.  Three MLPs trained on it with a fixed seed
 (100-48-48-4): all Sigmoid, all Tanh, and ReLU then Sigmoid.  For each, the first test images it
-classifies correctly, at a few L-inf radii: "some other class scores at least as high as the true
-one somewhere in the ball" (unsat = robust).  Everything is generated here, deterministically.
+classifies correctly, at L-inf radii just below the smallest one at which a PGD attack here
+breaks the image (fractions FRACTIONS of it, where the properties are hard: bounds alone do not
+reach that far, and counterexamples, where there are any, are rare): "some other class scores
+at least as high as the true one somewhere in the ball" (unsat = robust).  Everything is
+generated here, deterministically.
 """
 from __future__ import annotations
 
@@ -26,8 +29,8 @@ SIDE = 10
 CLASSES = 4
 HIDDEN = (48, 48)
 NETS = {"sigmoid": ("Sigmoid", "Sigmoid"), "tanh": ("Tanh", "Tanh"), "relu_sigmoid": ("Relu", "Sigmoid")}
-EPS = (0.01, 0.0125, 0.015, 0.0175, 0.02)
-IMAGES = 3
+FRACTIONS = (0.5, 0.7, 0.85, 0.95)
+IMAGES = 4
 TIMEOUT = 30
 
 
@@ -99,6 +102,44 @@ def predict(params, acts, x: np.ndarray) -> np.ndarray:
     return h
 
 
+def attack_radius(params, acts, x: np.ndarray, label: int) -> float:
+    """The least radius (bisection over [0, 0.5], to 1e-4) at which PGD (40 steps, 4 starts)
+    finds a point of the clipped ball where another class scores at least as high."""
+    fns = {"Sigmoid": torch.sigmoid, "Tanh": torch.tanh, "Relu": torch.relu}
+    Ws = [(torch.as_tensor(W, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)) for W, b in params]
+
+    def margin(z):
+        h = z
+        for i, (W, b) in enumerate(Ws):
+            h = h @ W.T + b
+            if i < len(acts):
+                h = fns[acts[i]](h)
+        other = h.clone()
+        other[:, label] = -np.inf
+        return h[:, label] - other.max(1).values
+
+    x0 = torch.as_tensor(x, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(0)
+
+    def broken(eps: float) -> bool:
+        lo, hi = (x0 - eps).clamp(0, 1), (x0 + eps).clamp(0, 1)
+        z = lo + (hi - lo) * torch.rand((4, x0.numel()), generator=gen, dtype=torch.float64)
+        for _ in range(40):
+            z.requires_grad_(True)
+            m = margin(z)
+            if bool((m <= 0).any()):
+                return True
+            m.sum().backward()
+            z = torch.minimum(torch.maximum(z.detach() - eps / 8 * z.grad.sign(), lo), hi)
+        return bool((margin(z) <= 0).any())
+
+    a, b = 0.0, 0.5
+    while b - a > 1e-4:
+        m = (a + b) / 2
+        a, b = (a, m) if broken(m) else (m, b)
+    return b
+
+
 def query(x: np.ndarray, label: int, eps: float) -> str:
     lines = [f"(declare-const X_{i} Real)" for i in range(x.size)]
     lines += [f"(declare-const Y_{j} Real)" for j in range(CLASSES)]
@@ -123,7 +164,9 @@ def main(out: Path) -> None:
         print(f"{name}: test accuracy {float((pred == ys).mean()):.3f}")
         chosen = [i for i in range(len(xs)) if pred[i] == ys[i]][:IMAGES]
         for i in chosen:
-            for eps in EPS:
+            radius = attack_radius(params, acts, xs[i], int(ys[i]))
+            for frac in FRACTIONS:
+                eps = round(frac * radius, 5)
                 spec = f"vnnlib/{name}_img{i}_eps{eps}.vnnlib"
                 (out / spec).write_text(query(xs[i], int(ys[i]), eps))
                 rows.append([f"onnx/{name}.onnx", spec, TIMEOUT])
