@@ -302,9 +302,7 @@ def activation_split_bab(q, cases: Cases, pre: dict | None = None) -> Result:
     cfg = q.cfg.bab
     acts = activation_inputs(q.graph)
     dev = cases.lo.device
-    if not any(RULES[n.op].branch_gain(n, *(torch.zeros((1,) + n.shape, dtype=cases.lo.dtype, device=dev),) * 2,
-                                       torch.zeros((1,) + n.shape, dtype=cases.lo.dtype, device=dev)) is not None
-               for n in acts):
+    if not any(RULES[n.op].can_split(n) for n in acts):
         raise Exhausted("no nonlinearity of the network can be split")
     # every nonlinearity a kink at 0: a domain with all of them decided is affine (an LP decides it)
     kinks_only = all(RULES[n.op].splittable for n in acts)

@@ -59,11 +59,12 @@ def alpha_lower(graph: Graph, lo: Tensor, hi: Tensor, C: Tensor, d: Tensor,
     q = C.shape[1]
     with torch.no_grad():  # the magnitudes for the rounding error depend on pre only: once for all iterations
         mags = magnitudes(graph, lo, hi, pre, upto=start)
+    planes: dict = {}   # the rules' planes on pre: the same in every iteration
     if start is None:
-        bound = lambda *a, **k: crown_output(graph, lo, hi, C, *a, mags=mags, points=points, **k)
+        bound = lambda *a, **k: crown_output(graph, lo, hi, C, *a, mags=mags, points=points, planes=planes, **k)
     else:
         bound = lambda p, slopes=None, signs=None, betas=None: backward_lower(
-            graph, lo, hi, start, C, Relaxation(p, slopes, signs, betas, mags, points))
+            graph, lo, hi, start, C, Relaxation(p, slopes, signs, betas, mags, points, planes))
     params: dict = {}
     ranges: dict = {}
     for node in graph.nodes:

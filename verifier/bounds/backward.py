@@ -47,6 +47,9 @@ class Relaxation:
     betas: Mapping[str, Tensor] | None = None
     mags: Mapping[str, Tensor] | None = None
     points: Mapping[str, Tensor] | None = None
+    # rule.relax's planes per activation, filled on first use: passes that share pre (alpha's
+    # iterations) compute them once
+    planes: dict | None = None
 
 
 def mags_of(bounds: Bounds) -> dict[str, Tensor]:
@@ -193,7 +196,12 @@ def _planes(node: Node, rule, a: Tensor, relax: Relaxation, graph_model: torch.d
     """(w, c, w_e, c_e): the chosen plane per coefficient (upper where a < 0), and elementwise
     bounds of |w| and |c| over the rows (B, *shape).  side: bounds of the node's other inputs."""
     plo, phi = relax.pre[node.name]
-    lw, lb, uw, ub = rule.relax(node, plo, phi, *(side or []))
+    if relax.planes is not None and node.name in relax.planes:
+        lw, lb, uw, ub = relax.planes[node.name]
+    else:
+        lw, lb, uw, ub = rule.relax(node, plo, phi, *(side or []))
+        if relax.planes is not None:
+            relax.planes[node.name] = (lw, lb, uw, ub)
     lw, lb, uw, ub = (t.unsqueeze(1) for t in (lw, lb, uw, ub))
     if relax.slopes is not None and node.name in relax.slopes:
         lw, lb = rule.lower_with_slope(node, plo.unsqueeze(1), phi.unsqueeze(1), relax.slopes[node.name])
@@ -469,10 +477,11 @@ def crown_intermediate(graph: Graph, lo: Tensor, hi: Tensor, ibp: Bounds | None 
 def crown_output(graph: Graph, lo: Tensor, hi: Tensor, C: Tensor, pre: Mapping[str, tuple[Tensor, Tensor]],
                  slopes: Mapping[str, Tensor] | None = None, record: dict | None = None,
                  signs: Mapping[str, Tensor] | None = None, betas: Mapping[str, Tensor] | None = None,
-                 mags: Mapping[str, Tensor] | None = None, points: Mapping[str, Tensor] | None = None) -> Tensor:
+                 mags: Mapping[str, Tensor] | None = None, points: Mapping[str, Tensor] | None = None,
+                 planes: dict | None = None) -> Tensor:
     """Rigorous lower bounds of C @ y (C: (B, q, n_out)) given activation input bounds pre.
     (B, q).  mags: see Relaxation (pass them when bounding the same domains repeatedly)."""
     B, q = C.shape[:2]
     C = C.reshape((B, q) + graph.output_shape)
-    return backward_lower(graph, lo, hi, graph.output_name, C, Relaxation(pre, slopes, signs, betas, mags, points),
-                          record)
+    return backward_lower(graph, lo, hi, graph.output_name, C,
+                          Relaxation(pre, slopes, signs, betas, mags, points, planes), record)

@@ -113,18 +113,18 @@ class _SShaped(ActivationRule):
         flo, fhi = self.f(lo), self.f(hi)
         return lower(flo, _f_err(flo)), upper(fhi, _f_err(fhi))
 
-    def relax(self, node, lo, hi):
+    def relax(self, node, lo, hi, ends: bool = True):
         """Planes from _planes on finite intervals; with an infinite end, the flat planes
         f(lo) <= f <= f(hi) (f is increasing)."""
         lo, hi = clean_bounds(lo, hi)
         finite = torch.isfinite(lo) & torch.isfinite(hi)
         zero = torch.zeros_like(lo)
-        lw, lb, uw, ub = self._planes(torch.where(finite, lo, zero), torch.where(finite, hi, zero))
+        lw, lb, uw, ub = self._planes(torch.where(finite, lo, zero), torch.where(finite, hi, zero), ends)
         flo, fhi = self.f(lo), self.f(hi)
         return (torch.where(finite, lw, zero), torch.where(finite, lb, lower(flo, _f_err(flo))),
                 torch.where(finite, uw, zero), torch.where(finite, ub, upper(fhi, _f_err(fhi))))
 
-    def _planes(self, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _planes(self, lo: Tensor, hi: Tensor, ends: bool = True) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Convex part (hi <= 0): chord above, tangent at the midpoint below; concave part
         (lo >= 0) the mirror image; across 0 the line through (lo, f(lo)) tangent to f at a
         point of [0, hi] above (the chord when no tangent point lies there) and its mirror image
@@ -134,7 +134,8 @@ class _SShaped(ActivationRule):
         the chord slope's three roundings (3u |f(hi) - f(lo)|), a slope error of
         (2 F_ERR_U + 1) u |k| over at most |lo| + |hi|, and the intercept's three roundings:
         32u of the scale below (64u with room for the subtraction of the slack), plus 8 tiny
-        for subnormals read as 0."""
+        for subnormals read as 0.  ends=False: the parallelogram across 0 (cheaper, for callers
+        that do not use the planes there)."""
         flo, fhi = self.f(lo), self.f(hi)
         width = hi - lo
         wide = width > 1e-6 * (1 + lo.abs() + hi.abs())
@@ -149,7 +150,7 @@ class _SShaped(ActivationRule):
         par_ub = fhi - par_k * hi
         convex = wide & (hi <= 0)
         concave = wide & (lo >= 0)
-        across = wide & (lo < 0) & (hi > 0)
+        across = wide & (lo < 0) & (hi > 0) & ends
         z = torch.zeros_like(lo)
         up_k, up_b = self._through_end(self.f, self.df, torch.where(across, lo, -1 + z), torch.where(across, hi, 1 + z),
                                        torch.where(across, flo, self.f(-1 + z)), chord_k, chord_b)
@@ -213,7 +214,7 @@ class _SShaped(ActivationRule):
     def _with_tangent(self, lo: Tensor, hi: Tensor, t: Tensor, upper: bool) -> tuple[Tensor, Tensor]:
         lo, hi = clean_bounds(lo, hi)
         ok = self._usable(lo, hi, upper)
-        lw, lb, uw, ub = self.relax(None, lo, hi)
+        lw, lb, uw, ub = self.relax(None, lo, hi, ends=False)   # kept only where no tangent is used (not across 0)
         z = torch.zeros_like(lo)
         l0, h0 = torch.where(ok, lo, z), torch.where(ok, hi, z)
         a, b = self._tangent_range(l0, h0, upper)

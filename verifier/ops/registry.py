@@ -169,6 +169,11 @@ class ActivationRule(OpRule):
         lo, hi = clean_bounds(lo, hi)
         return (lo < 0) & (hi > 0) if self.splittable else lo < hi
 
+    def can_split(self, node: Node) -> bool:
+        """Whether branch and bound may split this node's input: a single-input function (a node
+        with several variable inputs, a product or a relational difference, stays relaxed)."""
+        return len(node.inputs) == 1 and not self.multi_planes
+
     def branch_gain(self, node: Node, lo: Tensor, hi: Tensor, a: Tensor) -> tuple[Tensor, Tensor] | None:
         """For branch and bound: (gain, point), elementwise: an estimate of how much a lower bound
         whose coefficient on this node's output is `a` rises when the input interval [lo, hi] is
@@ -177,7 +182,7 @@ class ActivationRule(OpRule):
         the point among a few candidates that
         leaves the least slack between f and the plane `a` selects, measured at sampled points
         (ops/split.py); a heuristic only, soundness rests on the relaxations of both sides."""
-        if len(node.inputs) > 1 or self.multi_planes:
+        if not self.can_split(node):
             return None
         from .split import kink_gain, sampled_gain
 
