@@ -165,8 +165,8 @@ def test_splitting_activations_finds_what_is_there(tmp_path, acts, seed, frac):
 
 
 def test_a_network_with_a_product_is_split_where_it_can_be(tmp_path):
-    """A node that is never split (a product of two variables) stays relaxed; the search still
-    runs over the activations around it instead of refusing."""
+    """A product of two variables between Tanh and Sigmoid layers: split on its first factor's
+    interval, in one search with the activations around it."""
     from helpers_nets import Builder
 
     b = Builder(np.random.default_rng(5))
@@ -183,10 +183,12 @@ def test_a_network_with_a_product_is_split_where_it_can_be(tmp_path):
     assert r.verdict is Verdict.SAT, (r.verdict, r.reason)
 
 
-def test_nothing_to_split_hands_over_to_input_splitting(tmp_path):
-    """The only nonlinearity a product (never split): activation splitting has nothing to do,
-    and input splitting decides the query in the time left, both ways."""
+def test_nothing_to_split_hands_over_to_input_splitting(tmp_path, monkeypatch):
+    """The only nonlinearity a product, made unsplittable here: activation splitting has nothing
+    to do, and input splitting decides the query in the time left, both ways."""
     from helpers_nets import Builder
+
+    monkeypatch.setattr(type(RULES["MulVar"]), "can_split", lambda self, node: False)
 
     b = Builder(np.random.default_rng(2))
     p = b.op("Mul", [b.gemm("x", 2, 3), b.gemm("x", 2, 3)])
@@ -394,6 +396,37 @@ def test_beta_terms_at_split_points_stay_below_every_point_of_the_domain(seed):
     assert int(ok.sum()) > 200
     y = forward(g, xs[ok]).reshape(-1, 2)
     obj = torch.einsum("qo,no->nq", C[0], y)
+    assert bool((bound[0] <= obj.min(0).values + 1e-12).all()), (bound, obj.min(0).values)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_beta_terms_of_product_splits_stay_below_every_point_of_the_domain(seed):
+    """Splits of a product's first factor at points, with random multipliers (the product's
+    backward step carries them): the bound stays below the objective at every sampled input
+    that satisfies the decisions."""
+    from helpers_nets import Builder
+
+    rng = np.random.default_rng(seed)
+    b = Builder(rng)
+    p = b.op("Mul", [b.gemm("x", 3, 4), b.gemm("x", 3, 4)])
+    g = to_graph(b.finish("x", [1, 3], b.gemm(p, 4, 2)))
+    prod = next(n for n in g.nodes if n.op == "MulVar")
+    lo, hi = torch.full((1, 3), -1.0, dtype=F64), torch.full((1, 3), 1.0, dtype=F64)
+    xs = torch.as_tensor(rng.uniform(-1, 1, size=(20000, 3)), dtype=F64)
+    vals = _value(g, xs, prod.inputs[0])
+    sign = torch.zeros((1,) + prod.shape, dtype=torch.int8)
+    point = torch.zeros((1,) + prod.shape, dtype=F64)
+    for j in rng.choice(prod.shape[-1], 2, replace=False):
+        sign[0, j] = 1 if rng.uniform() < 0.5 else -1
+        point[0, j] = float(vals[:, j].median())
+    fixed = {prod.name: (torch.where(sign > 0, point, -math.inf), torch.where(sign < 0, point, math.inf))}
+    pre = crown_intermediate(g, lo, hi, fixed=fixed)
+    C = torch.as_tensor(rng.standard_normal((1, 4, 2)), dtype=F64)
+    betas = {prod.name: torch.as_tensor(rng.uniform(0, 3, size=(1, 4) + prod.shape), dtype=F64)}
+    bound = crown_output(g, lo, hi, C, pre, signs={prod.name: sign}, betas=betas, points={prod.name: point})
+    ok = ((sign[0].to(F64) * (vals - point[0])) >= 0).all(1)
+    assert int(ok.sum()) > 200
+    obj = torch.einsum("qo,no->nq", C[0], forward(g, xs[ok]).reshape(-1, 2))
     assert bool((bound[0] <= obj.min(0).values + 1e-12).all()), (bound, obj.min(0).values)
 
 

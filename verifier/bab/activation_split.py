@@ -9,7 +9,8 @@ parent's bounds, valid on the smaller region); beta multipliers carry the decisi
 earlier layers.  The two children of a split cover their parent, so refuting all leaves refutes
 the case.  Each activation's rule says where a split pays and how much (ActivationRule.
 branch_gain): the neuron with the largest estimated gain in the weakest open row is split.
-Nonlinearities that are never split (products, relational nodes) stay relaxed.  When every
+A product of two variables is split on its first factor's interval; relational difference nodes
+are never split and stay relaxed.  When every
 nonlinearity is a kink and all are decided, the network is affine on the domain and an LP
 decides it.
 """
@@ -113,7 +114,7 @@ def _clamps(d: Domains) -> dict:
         out[name] = (lo, hi)
     for key, b in (d.pre or {}).items():
         if not isinstance(key, str):
-            out[key] = b
+            out[key] = (b[0].clone(), b[1].clone())   # _intermediate writes into them
     return out
 
 
@@ -163,7 +164,7 @@ def _branch(q, d: Domains, lb: Tensor, record: dict, pre: dict):
     """(activation names, (N,) layer index into them, (N,) flat neuron index, (N,) split point)
     for each domain: the split with the largest estimated gain (ActivationRule.branch_gain) for
     its weakest open row; the layer index is -1 where no activation can be split any more."""
-    from ..ops import RULES
+    from ..ops import RULES, side_boxes
 
     cs = d.cs
     N = len(cs)
@@ -179,7 +180,8 @@ def _branch(q, d: Domains, lb: Tensor, record: dict, pre: dict):
         node = q.graph.by_name[name]
         if name not in record:
             continue
-        out = RULES[node.op].branch_gain(node, pre[name][0], pre[name][1], record[name][rows, worst])
+        out = RULES[node.op].branch_gain(node, pre[name][0], pre[name][1], record[name][rows, worst],
+                                         *side_boxes(q.graph, node, pre))
         if out is None:
             continue
         gain, point = out[0].reshape(N, -1), out[1].reshape(N, -1)

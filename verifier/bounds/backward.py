@@ -226,16 +226,7 @@ def _activation_step(node: Node, rule, a: Tensor, A: dict, const: Tensor, err: T
     at a point p adds beta_i s_i p_i to the constant: n more products in its sum."""
     n = node.size
     w, c, w_e, c_e = _planes(node, rule, a, relax, float_model, side)
-    ac = a * c
-    g = a * w
-    beta = point = None
-    if relax.betas is not None and node.name in relax.betas:
-        beta = relax.betas[node.name]
-        sign = relax.signs[node.name].unsqueeze(1).to(g.dtype)
-        g = g - beta * sign
-        if relax.points is not None and node.name in relax.points:
-            point = relax.points[node.name].unsqueeze(1).to(g.dtype)
-            ac = ac + beta * (sign * point)
+    g, ac, beta, point = _split_terms(node, relax, a * w, a * c)
     new_const = const + _row_sum(ac)
     with torch.no_grad():
         dt = a.dtype
@@ -247,27 +238,54 @@ def _activation_step(node: Node, rule, a: Tensor, A: dict, const: Tensor, err: T
         e = coef(n + 1, n + 3, dt) * (const.detach().abs() + _dot_rows(a_abs, c_e))
         e = e + floor(dt, 2 * n + 2, a1, cabs)
         e = e + coef(3, n + 3, dt) * _dot_rows(a_abs, w_e * m)
-        if beta is not None:
-            e = e + coef(3, n + 3, dt) * _row_sum(beta.detach().abs() * m.unsqueeze(1))
-        if point is not None:   # a c + beta s p: one more rounding per element, then the sum
-            bp = _row_sum(beta.detach().abs() * point.abs())
-            e = e + coef(n + 3, n + 3, dt) * (bp + _dot_rows(a_abs, c_e)) + floor(dt, 2 * n + 2, bp)
+        e = e + _split_error(beta, point, m, a_abs, c_e, n)
         mmax = m.reshape(m.shape[0], -1).amax(-1, keepdim=True)
         e = e + floor(dt, 1, a1 * mmax, (wmax + 2) * _batch_sum(m))
         err = accumulate(err, e)
     return new_const, _add_coefficients(A, node.inputs[0], g, err, relax.mags)
 
 
+def _split_terms(node: Node, relax: Relaxation, g: Tensor, ac: Tensor):
+    """The beta terms of the split decisions on node's first input: -beta s on its coefficient g,
+    + beta s p on the intercepts a c.  (g, ac, beta or None, point or None)."""
+    if relax.betas is None or node.name not in relax.betas:
+        return g, ac, None, None
+    beta = relax.betas[node.name]
+    sign = relax.signs[node.name].unsqueeze(1).to(g.dtype)
+    g = g - beta * sign
+    point = None
+    if relax.points is not None and node.name in relax.points:
+        point = relax.points[node.name].unsqueeze(1).to(g.dtype)
+        ac = ac + beta * (sign * point)
+    return g, ac, beta, point
+
+
+def _split_error(beta: Tensor | None, point: Tensor | None, m: Tensor, a_abs: Tensor, c_e: Tensor, n: int):
+    """The rounding _split_terms adds: a w - beta s rounds by gamma(2) more of |beta| (times |v|
+    <= m); a c + beta s p by one more rounding per element, then the sum of n."""
+    if beta is None:
+        return 0.0
+    dt = beta.dtype
+    e = coef(3, n + 3, dt) * _row_sum(beta.detach().abs() * m.unsqueeze(1))
+    if point is not None:
+        bp = _row_sum(beta.detach().abs() * point.abs())
+        e = e + coef(n + 3, n + 3, dt) * (bp + _dot_rows(a_abs, c_e)) + floor(dt, 2 * n + 2, bp)
+    return e
+
+
 def _multi_step(node: Node, rule, a: Tensor, A: dict, const: Tensor, err: Tensor, relax: Relaxation,
                 side: list) -> tuple[Tensor, Tensor]:
     """Replace a node whose planes are in every input (rule.multi_planes) by them: the
-    objective reaches each input through its slope.  Rounding as in _activation_step, per input."""
+    objective reaches each input through its slope.  Rounding as in _activation_step, per input;
+    split decisions on the first input add their beta terms there."""
     n = node.size
     boxes = [relax.pre[node.name]] + list(side)
     lws, lb, uws, ub = rule.relax_all(node, *boxes)
     up = a < 0
     c = torch.where(up, ub.unsqueeze(1), lb.unsqueeze(1))
-    new_const = const + _row_sum(a * c)
+    g0, ac, beta, point = _split_terms(node, relax, a * torch.where(up, uws[0].unsqueeze(1), lws[0].unsqueeze(1)),
+                                       a * c)
+    new_const = const + _row_sum(ac)
     with torch.no_grad():
         dt = a.dtype
         a_abs = a.detach().abs()
@@ -281,9 +299,10 @@ def _multi_step(node: Node, rule, a: Tensor, A: dict, const: Tensor, err: Tensor
             e = e + coef(3, n + 3, dt) * _dot_rows(a_abs, w_e * m)
             mmax = m.reshape(m.shape[0], -1).amax(-1, keepdim=True)
             e = e + floor(dt, 1, a1 * mmax, (_batch_max(w_e) + 2) * _batch_sum(m))
+        e = e + _split_error(beta, point, relax.mags[node.inputs[0]], a_abs, c_e, n)
         err = accumulate(err, e)
-    for value, lw, uw in zip(node.inputs, lws, uws):
-        g = a * torch.where(up, uw.unsqueeze(1), lw.unsqueeze(1))
+    for k, (value, lw, uw) in enumerate(zip(node.inputs, lws, uws)):
+        g = g0 if k == 0 else a * torch.where(up, uw.unsqueeze(1), lw.unsqueeze(1))
         err = _add_coefficients(A, value, g, err, relax.mags)
     return new_const, err
 
@@ -308,6 +327,8 @@ def backward_linear(graph: Graph, start: str, C: Tensor, relax: Relaxation,
         if rule.linear:
             const, err = _linear_step(graph, node, rule, a, A, const, err, relax.mags)
         elif rule.multi_planes:
+            if record is not None:
+                record[node.name] = a
             const, err = _multi_step(node, rule, a, A, const, err, relax, side_boxes(graph, node, relax.pre))
         else:
             if record is not None:

@@ -54,6 +54,20 @@ class BilinearRule(ActivationRule):
         zero = torch.zeros_like(lo)
         return zero, lo, zero.clone(), hi
 
+    def can_split(self, node) -> bool:
+        """Branch and bound splits the first factor's interval."""
+        return True
+
+    def branch_gain(self, node, xl, xh, a, y_box=None):
+        """At x's midpoint: the averaged planes are (xh - xl)(yh - yl) / 2 apart, so halving x's
+        interval removes a quarter of that from the plane `a` selects."""
+        from .split import midpoint_gain
+
+        xl, xh = clean_bounds(xl, xh)
+        yl, yh = (torch.full_like(xl, -torch.inf), torch.full_like(xl, torch.inf)) if y_box is None \
+            else clean_bounds(*y_box)
+        return midpoint_gain(xl, xh, a.abs() * (xh - xl) * (yh - yl) / 4)
+
     def relax_all(self, node, x_box, y_box):
         """([wx, wy], lb, [wx, wy], ub): the averages of McCormick's pairs.  Both have slopes
         wx = (yl + yh) / 2, wy = (xl + xh) / 2 (each rounded once, by u of itself: the plane moves

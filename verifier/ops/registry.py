@@ -170,14 +170,16 @@ class ActivationRule(OpRule):
         return (lo < 0) & (hi > 0) if self.splittable else lo < hi
 
     def can_split(self, node: Node) -> bool:
-        """Whether branch and bound may split this node's input: a single-input function (a node
-        with several variable inputs, a product or a relational difference, stays relaxed)."""
+        """Whether branch and bound may split this node's (first) input: a single-input function;
+        a node with several variable inputs says so itself (a product does, on its first
+        factor; a relational difference stays relaxed)."""
         return len(node.inputs) == 1 and not self.multi_planes
 
-    def branch_gain(self, node: Node, lo: Tensor, hi: Tensor, a: Tensor) -> tuple[Tensor, Tensor] | None:
+    def branch_gain(self, node: Node, lo: Tensor, hi: Tensor, a: Tensor, *side) -> tuple[Tensor, Tensor] | None:
         """For branch and bound: (gain, point), elementwise: an estimate of how much a lower bound
-        whose coefficient on this node's output is `a` rises when the input interval [lo, hi] is
-        split at `point` (lo < point < hi), -1 where the element should not be split; None when
+        whose coefficient on this node's output is `a` rises when the (first) input interval
+        [lo, hi] is split at `point` (lo < point < hi); side: the other inputs' boxes (None
+        where unknown), as in relax; -1 where the element should not be split; None when
         the op is never split (several inputs).  A kink at 0 is split there (kink_gain); else
         the point among a few candidates that
         leaves the least slack between f and the plane `a` selects, measured at sampled points

@@ -76,8 +76,25 @@ def sampled_gain(rule, node, lo: Tensor, hi: Tensor, a: Tensor) -> tuple[Tensor,
     gain = a.abs() * (before - best).clamp(min=0) + 1e-12
     # an infinite end: cut it off (far enough out that the finite side is still informative)
     big = torch.finfo(lo.dtype).max
-    fin_lo, fin_hi = torch.isfinite(lo), torch.isfinite(hi)
-    far = torch.where(fin_lo, lo + FAR * (1 + lo.abs()), torch.where(fin_hi, hi - FAR * (1 + hi.abs()), zero))
-    point = torch.where(finite, point, far)
+    point = torch.where(finite, point, _cut_infinite(lo, hi))
     gain = torch.where(finite, torch.nan_to_num(gain, nan=big, posinf=big), big)
+    return torch.where(loose, gain, -1.0), point
+
+
+def _cut_infinite(lo: Tensor, hi: Tensor) -> Tensor:
+    """Where an end is infinite: a point FAR beyond the finite one (0 when both are infinite)."""
+    zero = torch.zeros_like(lo)
+    fin_lo, fin_hi = torch.isfinite(lo), torch.isfinite(hi)
+    return torch.where(fin_lo, lo + FAR * (1 + lo.abs()), torch.where(fin_hi, hi - FAR * (1 + hi.abs()), zero))
+
+
+def midpoint_gain(lo: Tensor, hi: Tensor, gain: Tensor) -> tuple[Tensor, Tensor]:
+    """Split at the midpoint with the given gain (the largest where it is not finite), -1 where
+    the interval is too narrow to split; an infinite end is cut off first."""
+    lo, hi = clean_bounds(lo, hi)
+    finite = torch.isfinite(lo) & torch.isfinite(hi)
+    loose = ~finite | ((hi - lo) > MIN_WIDTH * (1 + lo.abs() + hi.abs()))
+    big = torch.finfo(lo.dtype).max
+    point = torch.where(finite, (lo + hi) / 2, _cut_infinite(lo, hi))
+    gain = torch.where(finite, torch.nan_to_num(gain, nan=big, posinf=big), big) + 1e-12
     return torch.where(loose, gain, -1.0), point
