@@ -319,3 +319,31 @@ def test_time_limit_errors_are_one_line_through_the_real_process(examples):
     r = run_cli("verify", ex.spec("2.0"), "--network", f"acas_like={ex.onnx}", "--timeout", "nan")
     assert_input_error(r, "--timeout", "positive, finite")
     assert_input_error(run_cli("verify", ex.spec("2.0"), "--bogus-option"), "--bogus-option")
+
+
+@pytest.mark.parametrize("limit", [0.3, 0.8])
+def test_short_time_limits_are_honoured_by_the_whole_process(examples, tmp_path, limit):
+    """Everything after the limit counts, the interpreter's start, the imports and the model's
+    loading included: a limit shorter than them answers timed-out (exit 0) close to the limit,
+    through `verify` and through `vnncomp` (whose result file says timeout)."""
+    import time as _time
+
+    ex = Example("acas_like", "unsat", examples)
+    t0 = _time.monotonic()
+    r = run_cli("verify", ex.spec("2.0"), "--network", f"acas_like={ex.onnx}", "--timeout", str(limit), "-q")
+    took = _time.monotonic() - t0
+    assert (r.returncode, r.stdout) == (0, "timed-out\n"), r.stderr
+    assert took < limit + 0.7, took     # the watchdog fires within a few hundredths; exit is quick
+    result = tmp_path / "result.txt"
+    t0 = _time.monotonic()
+    r = run_cli("vnncomp", ex.onnx, ex.spec("1.0"), result, str(limit), "-q")
+    took = _time.monotonic() - t0
+    assert r.returncode == 0 and result.read_text() == "timeout\n", r.stderr
+    assert took < limit + 0.7, took
+
+
+def test_a_limit_that_leaves_time_still_answers(examples):
+    """The watchdog stays silent when the answer comes first (and prints nothing after it)."""
+    ex = Example("acas_like", "sat", examples)
+    r = run_cli("verify", ex.spec("2.0"), "--network", f"acas_like={ex.onnx}", "--timeout", "60", "-q")
+    assert r.returncode == 0 and r.stdout.splitlines()[0] == "sat" and "timed-out" not in r.stdout, r.stderr

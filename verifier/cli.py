@@ -18,7 +18,7 @@ import sys
 import time
 
 from . import NAME, __version__
-from .budget import Deadline
+from .budget import Deadline, Watchdog, process_age
 from .capabilities import CAPABILITIES, ELEMENT_TYPES
 from .verdict import Dialect, Verdict, spell
 
@@ -233,6 +233,9 @@ def cmd_verify(args, started: float) -> int:
     _setup_logging(args.quiet)
     timeout = args.timeout if args.timeout is not None else 1e9
     deadline = Deadline(timeout, start=started)
+    # the hard stop: everything after the limit counts, the imports and the model's loading too
+    watchdog = (Watchdog(deadline, spell(Verdict.TIMEOUT, Dialect.STANDARD) + "\n")
+                if args.timeout is not None and args.hard_stop else None)
     from .api import InputError, load_property, verify
 
     try:
@@ -244,7 +247,11 @@ def cmd_verify(args, started: float) -> int:
             result = verify(model_path, args.query, timeout=timeout, config=_config(args, timeout),
                             prop=prop, deadline=deadline)
     except (UsageError, InputError) as e:
+        if watchdog is not None and not watchdog.claim():
+            return 0
         return _fail(str(e))
+    if watchdog is not None and not watchdog.claim():
+        return 0    # the watchdog answered (timed-out) and is ending the process
     print(spell(result.verdict, Dialect.STANDARD))
     if result.verdict is Verdict.SAT:
         blocks = _assignment_blocks(prop, result, model_path)
@@ -270,6 +277,8 @@ def cmd_vnncomp(args, started: float) -> int:
     _setup_logging(args.quiet)
     _write_atomic(args.result_file, "timeout\n")  # pre-seeded: a killed run still reads as timeout
     deadline = Deadline(args.timeout, start=started)
+    # the file already says timeout: the watchdog only has to end the process on time
+    watchdog = Watchdog(deadline, spell(Verdict.TIMEOUT, Dialect.VNNCOMP) + "\n") if args.hard_stop else None
     from .api import InputError, verify
 
     try:
@@ -277,8 +286,12 @@ def cmd_vnncomp(args, started: float) -> int:
             result = verify(args.onnx, args.vnnlib, timeout=args.timeout, config=_config(args, args.timeout),
                             deadline=deadline)
     except InputError as e:
+        if watchdog is not None and not watchdog.claim():
+            return 0
         _write_atomic(args.result_file, "error\n")
         return _fail(str(e))
+    if watchdog is not None and not watchdog.claim():
+        return 0
     text = spell(result.verdict, Dialect.VNNCOMP) + "\n"
     if result.verdict is Verdict.SAT:
         xs = [f"(X_{i} {float(v)!r})" for i, v in enumerate(result.x)]
@@ -300,7 +313,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    started = time.monotonic()
+    # run as the process's command (argv None): the limit counts from the process's start, and a
+    # watchdog stops it there; called in-process (argv given), from the call, with no watchdog
+    whole_process = argv is None
+    started = time.monotonic() - (process_age() if whole_process else 0.0)
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "bench":
         from .bench.command import main as bench_main
@@ -325,6 +341,7 @@ def _main(argv: list[str] | None) -> int:
         print(__version__)
         return 0
     try:
+        args.hard_stop = whole_process
         if args.command == "verify":
             return cmd_verify(args, started)
         if args.command == "vnncomp":
