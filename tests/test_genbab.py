@@ -435,3 +435,24 @@ def _value(g: Graph, xs: torch.Tensor, name: str) -> torch.Tensor:
     from verifier.evaluate import forward_all
 
     return forward_all(g, xs)[name].reshape(xs.shape[0], -1)
+
+
+def test_a_counterexample_in_a_corner_is_found_without_branching(tmp_path):
+    """y = relu(sum(x) - 79.5) over [0, 1]^80 reaches 0.25 only within 0.25 of the all-ones
+    corner: random points and gradients never get there (the ReLU is off everywhere else), but
+    CROWN's linear bound is least at that corner, which the pipeline tries right after CROWN."""
+    from helpers_nets import Builder
+
+    n = 80
+    b = Builder(np.random.default_rng(0))
+    h = b.op("Relu", [b.op("Gemm", ["x", b.const(np.ones((1, n))), b.const(np.array([-(n - 0.5)]))], transB=1)])
+    model = b.finish("x", [1, n], h)
+    onnx.save(model, tmp_path / "needle.onnx")
+    lines = [f"(declare-const X_{i} Real)" for i in range(n)] + ["(declare-const Y_0 Real)"]
+    lines += [f"(assert (>= X_{i} 0.0))\n(assert (<= X_{i} 1.0))" for i in range(n)]
+    lines.append("(assert (>= Y_0 0.25))")
+    (tmp_path / "p.vnnlib").write_text("\n".join(lines) + "\n")
+    cfg = VerifyConfig(timeout_s=30, bab=BabConfig(enabled=False))
+    r = verifier.verify(tmp_path / "needle.onnx", tmp_path / "p.vnnlib", timeout=30, config=cfg)
+    assert r.verdict is Verdict.SAT, (r.verdict, r.reason)
+    assert float(np.sum(r.x)) >= n - 0.25 - 1e-6 and r.y[0] >= 0.25

@@ -43,11 +43,13 @@ def _copied_bounds(sp: Cases, ylo: Tensor, yhi: Tensor) -> Tensor:
     return torch.where(single & normal & ~torch.isnan(v), v, torch.full_like(v, -torch.inf))
 
 
-def crown_lower(graph: Graph, sp: Cases, deadline: Deadline | None = None) -> tuple[Tensor, dict]:
-    """(P, k) CROWN lower bounds of the rows, and the intermediate bounds used."""
+def crown_lower(graph: Graph, sp: Cases, deadline: Deadline | None = None, record: dict | None = None
+                ) -> tuple[Tensor, dict]:
+    """(P, k) CROWN lower bounds of the rows, and the intermediate bounds used.  record: receives
+    the coefficients of the final pass (record[graph.input_name]: (P, k, *input_shape))."""
     with torch.no_grad():
         pre = crown_intermediate(graph, sp.lo, sp.hi, deadline=deadline)
-        lb = lower(crown_output(graph, sp.lo, sp.hi, sp.C, pre) + sp.d)  # + d rounds once more
+        lb = lower(crown_output(graph, sp.lo, sp.hi, sp.C, pre, record=record) + sp.d)  # + d rounds once more
         # on wide boxes with many unstable ReLUs CROWN can be looser than IBP on some rows
         lb = torch.maximum(lb, ibp_lower(graph, sp))
     return lb, pre

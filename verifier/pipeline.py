@@ -119,6 +119,37 @@ def stage_attack(q: Query, cases: Cases, cfg: AttackConfig | None = None, round_
     return try_confirm(q, cases, xs, vs)
 
 
+class Found(Exception):
+    """A stage found a confirmed counterexample (the Result rides along)."""
+
+    def __init__(self, result: Result):
+        super().__init__("counterexample")
+        self.result = result
+
+
+CORNER_ROWS = 16     # rows per case whose minimising corners are tried after CROWN
+MAX_CORNERS = 4096   # corners tried in all (memory: that many inputs at once)
+
+
+def stage_corners(q: Query, cases: Cases, lb: torch.Tensor, A_in: torch.Tensor) -> Result | None:
+    """For each case, the box corners that minimise the linear lower bounds of its weakest
+    CORNER_ROWS rows (CROWN's, A_in (P, k, *in)): cheap candidates for counterexamples that sit
+    in a corner of a high-dimensional box, where the attack's gradient is flat."""
+    from .bab.domains import violations
+
+    P, k = lb.shape
+    take = max(1, min(k, CORNER_ROWS, MAX_CORNERS // max(P, 1)))
+    if P * take > MAX_CORNERS:   # many cases: the weakest ones
+        keep = torch.topk(lb.amin(1), MAX_CORNERS, largest=False).indices.cpu().numpy()
+        cases, lb, A_in, P = cases.select(keep), lb[keep], A_in[keep], MAX_CORNERS
+    rows = torch.topk(lb, take, dim=1, largest=False).indices
+    a = torch.gather(A_in.reshape(P, k, -1), 1, rows.unsqueeze(-1).expand(-1, -1, A_in[0, 0].numel()))
+    lo, hi = cases.lo.reshape(P, 1, -1), cases.hi.reshape(P, 1, -1)
+    xs = torch.where(a > 0, lo, hi).reshape((P * take,) + tuple(cases.lo.shape[1:]))
+    rep = cases.select(np.repeat(np.arange(P), take))
+    return try_confirm(q, rep, xs, violations(q.graph, rep, xs))
+
+
 def stage_bounds(q: Query, cases: Cases) -> tuple[np.ndarray, dict | None]:
     """Indices of the cases that IBP, CROWN and alpha-CROWN leave open, and the activation input
     bounds found for them (None after IBP alone), which branch and bound starts from."""
@@ -132,8 +163,13 @@ def stage_bounds(q: Query, cases: Cases) -> tuple[np.ndarray, dict | None]:
         return open_idx, None
     q.deadline.check()
     sub = cases.select(open_idx)
-    lb, pre = crown_lower(q.graph, sub, q.deadline)
+    record: dict = {}
+    lb, pre = crown_lower(q.graph, sub, q.deadline, record)
     done = refuted(sub, lb, q.tol).cpu().numpy()
+    if not done.all() and q.graph.input_name in record:
+        found = stage_corners(q, sub, lb, record[q.graph.input_name])
+        if found is not None:
+            raise Found(found)
     q.stats["open_after_crown"] = int((~done).sum())
     log.info("CROWN: %d of %d cases open", (~done).sum(), len(cases))
     keep = np.nonzero(~done)[0]
@@ -207,7 +243,10 @@ def decide(q: Query) -> Result:
         if found is not None:
             return found
         q.deadline.check()
-        open_idx, pre = stage_bounds(q, cases)
+        try:
+            open_idx, pre = stage_bounds(q, cases)
+        except Found as f:
+            return f.result
         if open_idx.size == 0:
             return Result(Verdict.UNSAT)
         q.deadline.check()
