@@ -149,8 +149,6 @@ def _bound(q, d: Domains, alpha_iters: int):
         pre = _intermediate(q, d)
         lb = lower(crown_output(q.graph, cs.lo, cs.hi, cs.C, pre, record=record) + cs.d)  # + d rounds once more
     if alpha_iters > 0:
-        from dataclasses import replace
-
         cfg = replace(q.cfg.alpha_cfg, iterations=alpha_iters)
         valid = cs.valid
         lb = torch.maximum(lb, alpha_lower(
