@@ -29,7 +29,7 @@ from ..bounds.rounding import lower, clean_bounds
 from ..spec import Cases, conjuncts_refuted
 from ..verdict import Result, Verdict
 from .domains import (AdaptiveBatch, Progress, cat_bounds, cat_cases, lower_bound_minimisers, memory_budget,
-                      nbytes, pop_batch, take_bounds, violations, weakest_open_bound)
+                      nbytes, next_batch, take_bounds, violations, weakest_open_bound)
 
 INF = float("inf")
 
@@ -318,9 +318,8 @@ def activation_split_bab(q, cases: Cases, pre: dict | None = None) -> Result:
     size = AdaptiveBatch(16, cfg.batch)
     budget = memory_budget(cases.lo.device, cfg.memory_mb)
     while stack:
-        q.deadline.check()
-        queued, batch, stack = pop_batch(stack, size.size, _join)
-        if queued > cfg.max_domains:
+        batch, stack = next_batch(q, stack, size.size, _join)
+        if batch is None:
             return Result(Verdict.UNKNOWN, reason="too many open domains")
         t0 = time.monotonic()
         lb, record, pre, warm = _bound(q, batch, alpha_iters=q.cfg.bab_alpha_iterations)

@@ -97,6 +97,15 @@ def pop_batch(stack: list, size: int, join):
     return queued, join(taken[::-1]), stack
 
 
+def next_batch(q, stack: list, size: int, join):
+    """Each round's start in both searches: the deadline checked (OutOfTime past it), then the
+    newest `size` open domains taken off the stack: (batch, rest of the stack), or (None, stack)
+    when more than q.cfg.bab.max_domains are open."""
+    q.deadline.check()
+    queued, batch, rest = pop_batch(stack, size, join)
+    return (None, stack) if queued > q.cfg.bab.max_domains else (batch, rest)
+
+
 def lower_bound_minimisers(cs: Cases, lb: Tensor, A_in: Tensor) -> Tensor:
     """For each domain, the box corner that minimises the linear lower bound of its weakest open
     row: a cheap, often excellent counterexample candidate.  A_in: (N, Q, *in).  (N, *in)."""

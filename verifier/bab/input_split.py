@@ -23,7 +23,7 @@ from ..spec import Cases, conjuncts_refuted, infeasible
 from ..verdict import Result, Verdict
 from .clip import clip_boxes
 from .domains import (AdaptiveBatch, Progress, cat_bounds, cat_cases, lower_bound_minimisers, memory_budget,
-                      nbytes, pop_batch, take_bounds, violations, weakest_open_bound)
+                      nbytes, next_batch, take_bounds, violations, weakest_open_bound)
 
 
 @dataclass
@@ -112,9 +112,8 @@ def input_split_bab(q, cases: Cases, pre: dict | None = None) -> Result:
     size = AdaptiveBatch(1024, cfg.batch, fast=1.0, slow=4.0)  # big batches amortise; CROWN checks the deadline inside
     budget = memory_budget(cases.lo.device, cfg.memory_mb)
     while stack:
-        q.deadline.check()
-        queued, batch, stack = pop_batch(stack, size.size, _join)
-        if queued > cfg.max_domains:
+        batch, stack = next_batch(q, stack, size.size, _join)
+        if batch is None:
             return Result(Verdict.UNKNOWN, reason="too many open domains")
         if sum(nbytes(part) for part in stack) + nbytes(batch) > budget:
             return Result(Verdict.UNKNOWN, reason="the open domains outgrow the memory budget")
