@@ -12,7 +12,7 @@ from torch import Tensor
 from ..budget import Deadline
 from ..config import AlphaConfig
 from ..ir import Graph
-from ..ops import RULES, side_boxes
+from ..ops import RULES
 from .interval import interval_bounds
 from .backward import (CHUNK_ELEMS, Relaxation, activation_inputs, ancestors, backward_lower, bound_rows, bounds_of_value,
                        crown_output, magnitudes, tighten, unstable_order)
@@ -80,8 +80,7 @@ def alpha_lower(graph: Graph, lo: Tensor, hi: Tensor, C: Tensor, d: Tensor,
             if warm is not None and key in warm.get("slopes", {}):
                 start_at = warm["slopes"][key].to(lo.dtype).clone()
             else:
-                init = (rule.slope_start(node, plo, phi, upper) if len(node.inputs) == 1 else
-                        rule.relax(node, plo, phi, *side_boxes(graph, node, pre))[2 if upper else 0])
+                init = rule.slope_start(node, plo, phi, upper)
                 start_at = init.unsqueeze(1).expand((-1, q) + init.shape[1:]).clone()
             params[key] = start_at.requires_grad_(True)
             ranges[key] = (rng[0].unsqueeze(1), rng[1].unsqueeze(1))

@@ -128,9 +128,10 @@ class _SShaped(ActivationRule):
         """Convex part (hi <= 0): chord above, tangent at the midpoint below; concave part
         (lo >= 0) the mirror image; across 0 the line through (lo, f(lo)) tangent to f at a
         point of [0, hi] above (the chord when no tangent point lies there) and its mirror image
-        below (_through_end), or where it leaves more area, the parallelogram's plane whose
-        slope is the smaller end derivative (f - k x is then monotone, its extremes at the ends).  Each plane touches f (or a chord of it) in exact arithmetic; in
-        floats it can miss by the error of f (F_ERR_U u |f| at lo, hi, mid, the tangent point),
+        below (_end_planes), or where it leaves more area, the parallelogram's plane whose
+        slope is the smaller end derivative (f - k x is then monotone, its extremes at the
+        ends).  Each plane touches f (or a chord of it) in exact arithmetic; in floats it can
+        miss by the error of f (F_ERR_U u |f| at lo, hi, mid, the tangent point),
         the chord slope's three roundings (3u |f(hi) - f(lo)|), a slope error of
         (2 F_ERR_U + 1) u |k| over at most |lo| + |hi|, and the intercept's three roundings:
         32u of the scale below (64u with room for the subtraction of the slack), plus 8 tiny
@@ -151,19 +152,13 @@ class _SShaped(ActivationRule):
         convex = wide & (hi <= 0)
         concave = wide & (lo >= 0)
         across = wide & (lo < 0) & (hi > 0) & ends
-        z = torch.zeros_like(lo)
-        up_k, up_b = self._through_end(self.f, self.df, torch.where(across, lo, -1 + z), torch.where(across, hi, 1 + z),
-                                       torch.where(across, flo, self.f(-1 + z)), chord_k, chord_b)
-        mirror_f, mirror_df = (lambda x: -self.f(-x)), (lambda x: self.df(-x))
-        dn_k, dn_b = self._through_end(mirror_f, mirror_df, torch.where(across, -hi, -1 + z),
-                                       torch.where(across, -lo, 1 + z), torch.where(across, -fhi, mirror_f(-1 + z)),
-                                       chord_k, -chord_b)
+        (up_k, up_b), (dn_k, dn_b) = self._end_planes(lo, hi, across, chord_k, chord_b)
         # across 0, of the plane through an end and the parallelogram's, the one of least area
         # between it and f (the lower / higher at the midpoint)
         up_end = across & (up_k * mid + up_b < par_k * mid + par_ub)
-        dn_end = across & (dn_k * mid - dn_b > par_k * mid + par_lb)
+        dn_end = across & (dn_k * mid + dn_b > par_k * mid + par_lb)
         lw = torch.where(convex, tan_k, torch.where(concave, chord_k, torch.where(dn_end, dn_k, par_k)))
-        lb = torch.where(convex, tan_b, torch.where(concave, chord_b, torch.where(dn_end, -dn_b, par_lb)))
+        lb = torch.where(convex, tan_b, torch.where(concave, chord_b, torch.where(dn_end, dn_b, par_lb)))
         uw = torch.where(convex, chord_k, torch.where(concave, tan_k, torch.where(up_end, up_k, par_k)))
         ub = torch.where(convex, chord_b, torch.where(concave, tan_b, torch.where(up_end, up_b, par_ub)))
         scale = flo.abs() + fhi.abs() + fmid.abs() + (lw.abs() + uw.abs()) * (lo.abs() + hi.abs())
@@ -202,14 +197,23 @@ class _SShaped(ActivationRule):
         a, b = self._tangent_range(lo, hi, upper)
         across = (lo < 0) & (hi > 0) & self._usable(lo, hi, upper)
         z = torch.zeros_like(lo)
-        if upper:
-            t = self._through_end(self.f, self.df, torch.where(across, lo, -1 + z), torch.where(across, hi, 1 + z),
-                                  torch.where(across, self.f(lo), self.f(-1 + z)), z, z, point=True)
-        else:
-            t = -self._through_end(lambda x: -self.f(-x), lambda x: self.df(-x), torch.where(across, -hi, -1 + z),
-                                   torch.where(across, -lo, 1 + z), torch.where(across, -self.f(hi), -self.f(1 + z)),
-                                   z, z, point=True)
-        return torch.where(across, t, (a + b) / 2).clamp(a, b)
+        t_up, t_dn = self._end_planes(lo, hi, across, z, z, point=True)
+        return torch.where(across, t_up if upper else t_dn, (a + b) / 2).clamp(a, b)
+
+    def _end_planes(self, lo: Tensor, hi: Tensor, across: Tensor, chord_k: Tensor, chord_b: Tensor,
+                    point: bool = False):
+        """Where `across`: the upper plane through (lo, f(lo)) and the lower one through
+        (hi, f(hi)), each tangent to f on the other side of 0 (_through_end; the lower one as the
+        upper plane of x -> -f(-x) on [-hi, -lo], mirrored back), as ((k, b), (k, b)); or with
+        point, their tangent points.  Elsewhere the values are of a dummy interval [-1, 1]."""
+        z = torch.zeros_like(lo)
+        a, b = torch.where(across, lo, -1 + z), torch.where(across, hi, 1 + z)
+        mirror_f, mirror_df = (lambda x: -self.f(-x)), (lambda x: self.df(-x))
+        up = self._through_end(self.f, self.df, a, b, self.f(a), chord_k, chord_b, point)
+        dn = self._through_end(mirror_f, mirror_df, -b, -a, mirror_f(-b), chord_k, -chord_b, point)
+        if point:
+            return up, -dn
+        return up, (dn[0], -dn[1])
 
     def _with_tangent(self, lo: Tensor, hi: Tensor, t: Tensor, upper: bool) -> tuple[Tensor, Tensor]:
         lo, hi = clean_bounds(lo, hi)

@@ -209,7 +209,8 @@ class ActivationRule(OpRule):
         raise NotImplementedError
 
     def slope_start(self, node: Node, lo: Tensor, hi: Tensor, upper: bool) -> Tensor:
-        """Where alpha-CROWN starts the parameter: by default the slope of relax's plane."""
+        """Where alpha-CROWN starts the parameter: by default the slope of relax's plane (a rule
+        with several inputs and an optimisable parameter overrides this: relax needs their boxes)."""
         return self.relax(node, lo, hi)[2 if upper else 0]
 
 
