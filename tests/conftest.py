@@ -27,6 +27,22 @@ def load_make_examples():
     return mod
 
 
+@functools.lru_cache(maxsize=None)
+def load_digits_models():
+    """benchmarks/digits_models.py as a module."""
+    spec = importlib.util.spec_from_file_location("digits_models", ROOT / "benchmarks" / "digits_models.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["digits_models"] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="session")
+def digits(tmp_path_factory) -> dict[str, Path]:
+    """The bundled audit models (quick training) and their test splits, built once per session."""
+    return load_digits_models().build(tmp_path_factory.mktemp("digits"), quick=True)
+
+
 @pytest.fixture
 def shared_benchmarks() -> Path:
     """../shared/benchmarks beside the repository; the test skips when it is absent."""

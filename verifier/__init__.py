@@ -13,4 +13,11 @@ def verify(onnx_path, vnnlib_path, timeout: float = 60.0, **kwargs):
     return _verify(onnx_path, vnnlib_path, timeout=timeout, **kwargs)
 
 
-__all__ = ["verify", "__version__", "NAME"]
+def audit(model, data, eps, out, **kwargs):
+    """See verifier.audit.run.audit: certify a classifier over a data set, returns a Report."""
+    from .audit.run import audit as _audit
+
+    return _audit(model, data, eps, out, **kwargs)
+
+
+__all__ = ["verify", "audit", "__version__", "NAME"]

@@ -122,39 +122,73 @@ def verify(onnx_path: str | os.PathLike | Mapping[str, str | os.PathLike], vnnli
     deadline = deadline or Deadline(cfg.timeout_s)
     t0 = time.monotonic()
     prop = prop if prop is not None else load_property(vnnlib_path)
-    import torch
-
-    from .faithful import check_faithful
-    from .pipeline import Query, choose_device, decide, numeric_setup, restore_numerics, search, searched_region
-    from .spec import SpecError
-
     if deadline.expired():   # the limit counts from the command's start: imports included
         return _out_of_time(t0)
     graph, ref, prop = _load(onnx_path, prop)
-    unbounded = _unbounded(prop)
-    check_faithful(graph, ref, prop if unbounded is None else searched_region(prop, 1.0))
-    if deadline.expired():
-        return _out_of_time(t0)
-    if not float_semantics(prop):
-        graph = dataclasses.replace(graph, float_model=None)
-    try:
-        device = choose_device(cfg.device)
-    except ValueError as e:
-        raise InputError(str(e)) from None
-    dtype = numeric_setup(device)
-    if not graph.holds_exactly_in(dtype):   # a float64 model on the GPU: bounded in float64 there
-        dtype = torch.float64
-    torch.manual_seed(cfg.seed)
-    graph = graph.to(device, dtype)
-    q = Query(graph, prop, ref, cfg, deadline, device, dtype)
-    try:
-        result = decide(q) if unbounded is None else search(q, unbounded)
-    except SpecError as e:
-        raise InputError(str(e)) from None
-    finally:
-        restore_numerics()
+    result = Session(graph, ref, cfg).decide(prop, deadline)
     result.seconds = time.monotonic() - t0
-    result.stats = q.stats
-    if result.verdict is Verdict.SAT:
-        assert result.x is not None
     return result
+
+
+class Session:
+    """One model (or composed graph) loaded and checked once, then any number of properties
+    over its inputs decided on it: the audit decides thousands of queries on one classifier.
+
+    graph: the engine's float64 CPU graph (load_checked); ref: onnxruntime on the model as
+    given, the judge of every counterexample."""
+
+    def __init__(self, graph, ref, config: VerifyConfig | None = None):
+        from .pipeline import choose_device
+
+        self.graph, self.ref = graph, ref
+        self.cfg = config or VerifyConfig()
+        try:
+            self.device = choose_device(self.cfg.device)
+        except ValueError as e:
+            raise InputError(str(e)) from None
+        self._placed: dict = {}
+
+    @classmethod
+    def open(cls, onnx_path: str | os.PathLike, config: VerifyConfig | None = None) -> "Session":
+        return cls(*load_checked(onnx_path), config)
+
+    def _graph_for(self, prop, dtype):
+        """The graph on the device in dtype, bounding the float model only when the query asks."""
+        float_model = self.graph.float_model if float_semantics(prop) else None
+        key = (float_model, dtype)
+        if key not in self._placed:
+            g = dataclasses.replace(self.graph, float_model=float_model)
+            self._placed[key] = g.to(self.device, dtype)
+        return self._placed[key]
+
+    def decide(self, prop, deadline: Deadline | None = None) -> Result:
+        """The verdict for a parsed property on this model, within the deadline (default: the
+        config's timeout from now).  Raises InputError when the model and query disagree."""
+        import torch
+
+        from .faithful import check_faithful
+        from .pipeline import Query, decide, numeric_setup, restore_numerics, search, searched_region
+        from .spec import SpecError
+
+        deadline = deadline or Deadline(self.cfg.timeout_s)
+        t0 = time.monotonic()
+        unbounded = _unbounded(prop)
+        check_faithful(self.graph, self.ref, prop if unbounded is None else searched_region(prop, 1.0))
+        if deadline.expired():
+            return _out_of_time(t0)
+        dtype = numeric_setup(self.device)
+        if not self.graph.holds_exactly_in(dtype):  # a float64 model on the GPU: bounded in float64 there
+            dtype = torch.float64
+        torch.manual_seed(self.cfg.seed)
+        q = Query(self._graph_for(prop, dtype), prop, self.ref, self.cfg, deadline, self.device, dtype)
+        try:
+            result = decide(q) if unbounded is None else search(q, unbounded)
+        except SpecError as e:
+            raise InputError(str(e)) from None
+        finally:
+            restore_numerics()
+        result.seconds = time.monotonic() - t0
+        result.stats = q.stats
+        if result.verdict is Verdict.SAT:
+            assert result.x is not None
+        return result

@@ -5,6 +5,7 @@
     verifier supports CAPABILITY
     verifier vnncomp MODEL.onnx QUERY.vnnlib RESULT_FILE TIMEOUT      (used by run_instance.sh)
     verifier bench BENCH_DIR... [options]                            (see docs/bench.md)
+    verifier audit MODEL.onnx --data DATA.npz --eps E1,E2 --out DIR   (see `verifier audit --help`)
 
 Heavy libraries (torch, onnx, onnxruntime) are imported only by the commands that need them.
 """
@@ -76,6 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("timeout", type=_seconds)
     _engine_options(c)
     sub.add_parser("bench", help="run benchmark instances (see `verifier bench --help`)", add_help=False)
+    sub.add_parser("audit", help="certify a classifier over a data set (see `verifier audit --help`)",
+                   add_help=False)
     return p
 
 
@@ -322,6 +325,10 @@ def _main(argv: list[str] | None) -> int:
         from .bench.command import main as bench_main
 
         return bench_main(argv[1:])
+    if argv and argv[0] == "audit":
+        from .audit.command import main as audit_main
+
+        return audit_main(argv[1:])
     if argv and argv[0] == "supports":  # capabilities look like options: no argparse here
         if len(argv) != 2:
             return _fail("usage: verifier supports CAPABILITY")

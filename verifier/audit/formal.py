@@ -1,0 +1,112 @@
+"""Formal certification of one sample: the full pipeline (attack -> IBP -> CROWN -> alpha-CROWN ->
+branch and bound) on the clipped ball at each radius, then the certified radius by bisection.
+
+Balls are nested, so answers propagate: a counterexample found at eps is one at every larger
+radius (it is checked there again, exactly), and a certificate at eps covers every smaller one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import numpy as np
+
+from ..budget import Deadline
+from ..verdict import Verdict
+from .queries import in_ball, linf_distance, robustness_query, up
+
+CERTIFIED, FALSIFIED, UNKNOWN = "certified", "falsified", "unknown"
+
+
+@dataclass(frozen=True)
+class FormalConfig:
+    seconds: float = 30.0     # the whole budget of one sample: every radius and the bisection
+    radius_steps: int = 4     # bisection steps between the largest certified and the next radius
+
+
+@dataclass
+class FormalOutcome:
+    """status: radius (as written) -> certified | falsified | unknown; radius_lower: the largest
+    certified radius (a sound lower bound on the sample's true radius, 0 when none);
+    radius_upper: the distance of the nearest confirmed counterexample (rounded up), None when
+    none was found; counterexample: that input (flat, the model's input type)."""
+
+    status: dict[str, str] = field(default_factory=dict)
+    radius_lower: float = 0.0
+    radius_upper: float | None = None
+    counterexample: list[float] | None = None
+
+
+class _Sample:
+    """One sample's queries on a loaded session, with what was learnt so far."""
+
+    def __init__(self, session, x0: np.ndarray, label: int, input_range, deadline: Deadline):
+        self.session, self.x0, self.label = session, x0, label
+        self.range, self.deadline = input_range, deadline
+        g = session.graph
+        self.shapes = (tuple(session.ref.input_shape), tuple(g.onnx_output_shape or (1, g.output_size)))
+        self.n_classes = g.output_size
+        self.certified = Decimal(0)
+        self.cex: np.ndarray | None = None
+        self.cex_dist: Decimal | None = None
+
+    def ask(self, eps: Decimal, share: float) -> str:
+        """Decide the ball of radius eps with `share` seconds (never past the sample's deadline)."""
+        if eps <= self.certified:
+            return CERTIFIED
+        if self.cex is not None and in_ball(self.cex, self.x0, str(eps), "linf", self.range):
+            return FALSIFIED
+        seconds = min(share, self.deadline.left())
+        if seconds <= 0.05:
+            return UNKNOWN
+        import vnnlib
+
+        text = robustness_query(self.x0, self.label, self.n_classes, str(eps), self.range, *self.shapes)
+        result = self.session.decide(vnnlib.parse_text(text, source="<audit>"), Deadline(seconds))
+        if result.verdict is Verdict.UNSAT:
+            self.certified = max(self.certified, eps)
+            return CERTIFIED
+        if result.verdict is Verdict.SAT and in_ball(result.x, self.x0, str(eps), "linf", self.range):
+            self._keep(np.asarray(result.x))
+            return FALSIFIED
+        return UNKNOWN
+
+    def _keep(self, x: np.ndarray) -> None:
+        d = linf_distance(x, self.x0)
+        if self.cex_dist is None or d < self.cex_dist:
+            self.cex, self.cex_dist = x.reshape(-1), d
+
+
+def certify(session, x0: np.ndarray, label: int, eps: list[str], input_range, cfg: FormalConfig
+            ) -> FormalOutcome:
+    """Certify the correctly classified sample x0 (flat) at each L-inf radius in `eps` (decimal
+    strings), then bisect for its radius, within cfg.seconds in all."""
+    deadline = Deadline(cfg.seconds)
+    s = _Sample(session, np.asarray(x0).reshape(-1), label, input_range, deadline)
+    grid = sorted(eps, key=Decimal)
+    out = FormalOutcome()
+    for k, e in enumerate(grid):
+        left = len(grid) - k + (1 if cfg.radius_steps else 0)
+        out.status[e] = s.ask(Decimal(e), deadline.left() / left)
+    for e in grid:   # a later certificate covers earlier unknowns, a counterexample later ones
+        if out.status[e] == UNKNOWN:
+            out.status[e] = s.ask(Decimal(e), 0.0)
+    _bisect(s, grid, out.status, cfg.radius_steps)
+    out.radius_lower = float(s.certified)       # an exact decimal radius as written: rounds to nearest
+    if Decimal(out.radius_lower) > s.certified:
+        out.radius_lower = float(np.nextafter(out.radius_lower, 0.0))
+    if s.cex is not None:
+        out.radius_upper = up(str(s.cex_dist))
+        out.counterexample = [float(v) for v in s.cex]
+    return out
+
+
+def _bisect(s: _Sample, grid: list[str], status: dict[str, str], steps: int) -> None:
+    """Narrow the gap between the largest certified radius and the smallest one not certified;
+    when every radius of the grid is certified, double the largest until one is not."""
+    above = [Decimal(e) for e in grid if status[e] != CERTIFIED]
+    hi = min(above) if above else None
+    for k in range(steps):
+        mid = s.certified * 2 if hi is None else (s.certified + hi) / 2
+        if s.ask(mid, s.deadline.left() / (steps - k)) != CERTIFIED:
+            hi = mid

@@ -1,0 +1,151 @@
+"""One sample through every method of the audit, on a model loaded once per process."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .attack import AttackConfig, attack_sample, predicted
+from .formal import CERTIFIED, FALSIFIED, UNKNOWN, FormalConfig, certify
+from .queries import up
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """What an audit computes (the per-sample results depend on these and nothing else)."""
+
+    eps: tuple[str, ...]
+    norm: str = "linf"                     # linf | l2
+    input_range: tuple[float, float] | None = None
+    methods: tuple[str, ...] = ("formal", "lipschitz", "smoothing", "attack")
+    timeout_per_sample: float = 30.0       # the formal method's whole budget for one sample
+    sigma: float = 0.25
+    smoothing_alpha: float = 0.001
+    smoothing_n: int = 10_000
+    smoothing_n0: int = 100
+    lipsdp: bool = True
+    seed: int = 0
+
+    def key(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+
+
+class Auditor:
+    """The model as every method needs it: the engine's session (formal), its float32 graph
+    (attack, smoothing), the Lipschitz bounds (built on first use, shared by all samples)."""
+
+    def __init__(self, model_path: str, cfg: AuditConfig, verify_cfg=None):
+        import torch
+
+        from ..api import Session
+        from ..config import VerifyConfig
+
+        self.cfg = cfg
+        self.session = Session.open(model_path, verify_cfg or VerifyConfig(seed=cfg.seed))
+        self.ref = self.session.ref
+        self.graph32 = self.session.graph.to(self.session.device, torch.float32)
+        self._lipschitz = None
+
+    @property
+    def n_classes(self) -> int:
+        return self.session.graph.output_size
+
+    def run(self, index: int, x: np.ndarray, label: int) -> dict:
+        """The sample's record: label, prediction and one entry per method."""
+        x = np.asarray(x).reshape(-1)
+        pred = predicted(self.ref.run(x))
+        rec: dict = {"index": int(index), "label": int(label), "predicted": pred}
+        for m in self.cfg.methods:
+            t0 = time.monotonic()
+            rec[m] = getattr(self, "_" + m)(index, x, int(label), pred)
+            rec[m]["seconds"] = round(time.monotonic() - t0, 4)
+        return rec
+
+    def _formal(self, index, x, label, pred) -> dict:
+        if pred != label:   # the sample itself is a confirmed counterexample at every radius
+            return {"status": {e: FALSIFIED for e in self.cfg.eps}, "radius_lower": 0.0, "radius_upper": 0.0}
+        if self.cfg.norm != "linf":
+            return {"status": {e: UNKNOWN for e in self.cfg.eps}, "radius_lower": 0.0, "radius_upper": None,
+                    "reason": "the engine bounds L-inf balls only"}
+        out = certify(self.session, x, label, list(self.cfg.eps), self.cfg.input_range,
+                      FormalConfig(seconds=self.cfg.timeout_per_sample))
+        return {"status": out.status, "radius_lower": out.radius_lower, "radius_upper": out.radius_upper,
+                "counterexample": out.counterexample}
+
+    def _attack(self, index, x, label, pred) -> dict:
+        if pred != label:
+            return {"status": {e: FALSIFIED for e in self.cfg.eps}}
+        cfg = AttackConfig(seed=self.cfg.seed + index)
+        return {"status": attack_sample(self.graph32, self.ref, x, label, list(self.cfg.eps), self.cfg.norm,
+                                        self.cfg.input_range, cfg)}
+
+    def _lipschitz_model(self):
+        if self._lipschitz is None:
+            from .lipschitz import LipschitzModel
+
+            self._lipschitz = LipschitzModel(self.session.graph, sdp=self.cfg.lipsdp)
+        return self._lipschitz
+
+    def _lipschitz(self, index, x, label, pred) -> dict:
+        from .lipschitz import LipschitzError, certified_radius, margin_lower_bounds
+
+        if pred != label:
+            return {"status": {e: UNKNOWN for e in self.cfg.eps}, "radius_lower": 0.0}
+        try:
+            lip = self._lipschitz_model().margins(label)
+        except LipschitzError as e:
+            return {"status": {e_: UNKNOWN for e_ in self.cfg.eps}, "radius_lower": 0.0, "reason": str(e)}
+        consts = lip.linf if self.cfg.norm == "linf" else lip.l2
+        radius = certified_radius(margin_lower_bounds(self.session.graph, x, label), consts, label)
+        status = {e: CERTIFIED if radius >= up(e) else UNKNOWN for e in self.cfg.eps}
+        return {"status": status, "radius_lower": radius, "method": lip.method_l2 if self.cfg.norm == "l2" else "layers"}
+
+    def _smoothing(self, index, x, label, pred) -> dict:
+        import torch
+
+        from .smoothing import SmoothingConfig, certify as smooth_certify, linf_certified
+
+        cfg = SmoothingConfig(sigma=self.cfg.sigma, n0=self.cfg.smoothing_n0, n=self.cfg.smoothing_n,
+                              alpha=self.cfg.smoothing_alpha, seed=self.cfg.seed)
+        g = self.graph32
+        f = lambda xb: _logits(g, xb)
+        xt = torch.as_tensor(x, dtype=torch.float32, device=self.session.device).reshape(g.input_shape)
+        r = smooth_certify(f, xt, cfg, index=index)
+        d = x.size
+        ok = r.predicted == label and r.radius is not None
+        if self.cfg.norm == "linf":
+            status = {e: CERTIFIED if ok and linf_certified(r.radius, up(e), d) else UNKNOWN for e in self.cfg.eps}
+            lower = _down(r.radius / math.sqrt(d)) if ok else 0.0
+        else:
+            status = {e: CERTIFIED if ok and r.radius >= up(e) else UNKNOWN for e in self.cfg.eps}
+            lower = r.radius if ok else 0.0
+        return {"sigma": cfg.sigma, "predicted": r.predicted, "pA_lower": r.pA_lower, "radius": r.radius,
+                "status": status, "radius_lower": lower}
+
+
+def _logits(graph, xb):
+    import torch
+
+    from ..evaluate import forward
+
+    with torch.no_grad():
+        return forward(graph, xb.reshape((len(xb),) + tuple(graph.input_shape))).reshape(len(xb), -1)
+
+
+def _down(v: float) -> float:
+    """v rounded down by an ulp: a quotient rounded to nearest may sit above the exact one."""
+    return float(np.nextafter(v, 0.0)) if v > 0 else 0.0
+
+
+_WORKER: dict = {}
+
+
+def worker_run(model_path: str, cfg: AuditConfig, verify_cfg, index: int, x: np.ndarray, label: int) -> dict:
+    """For process pools and Ray tasks: the Auditor is built once per process and model."""
+    key = (model_path, cfg)
+    if key not in _WORKER:
+        _WORKER.clear()
+        _WORKER[key] = Auditor(model_path, cfg, verify_cfg)
+    return _WORKER[key].run(index, x, label)
