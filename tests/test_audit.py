@@ -195,3 +195,31 @@ def test_processes_and_ray_give_the_serial_records(digits, tmp_path):
     strip = lambda rep: [(s["index"], s["predicted"], s["formal"]["status"], s["attack"]["status"])
                          for s in rep.samples]
     assert strip(serial) == strip(pooled) == strip(on_ray)
+
+
+def test_l2_audit_is_sound(digits, tmp_path):
+    """L2 balls: certified radii survive dense sampling on the sphere's surface and inside it, and
+    every falsification carries a counterexample in the ball that onnxruntime confirms."""
+    from verifier.audit import audit
+
+    model, data = digits["digits_mlp_ibp"], np.load(digits["digits_test"])
+    rep = audit(model, digits["digits_test"], ["0.1", "0.3", "0.6"], tmp_path, norm="l2", input_range=(0, 1),
+                methods=["formal", "attack"], timeout_per_sample=5, limit=5, progress=False)
+    rng = np.random.default_rng(5)
+    statuses = set()
+    for s in rep.samples:
+        statuses |= set(s["formal"]["status"].values())
+        x0 = data["x"][s["index"]].astype(np.float64)
+        r = s["formal"]["radius_lower"]
+        if r > 0:
+            d = rng.normal(size=(300, x0.size))
+            d *= (r * rng.uniform(0.5, 1.0, size=(300, 1)) ** 0.1) / np.linalg.norm(d, axis=1, keepdims=True)
+            pts = np.clip(x0 + d, 0, 1).astype(np.float32)
+            pts = np.array([p for p in pts if in_ball(p, x0, repr(r), "l2", (0.0, 1.0))])
+            assert len(pts) > 100 and (_ort_labels(model, pts) == s["label"]).all(), s
+        cex = s["formal"].get("counterexample")
+        for e, st in s["formal"]["status"].items():
+            if st == "falsified" and s["predicted"] == s["label"]:
+                assert in_ball(np.array(cex, np.float32), x0, e, "l2", (0.0, 1.0))
+                assert _ort_labels(model, [np.array(cex, np.float32)])[0] != s["label"]
+    assert "certified" in statuses

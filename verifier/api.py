@@ -164,15 +164,30 @@ class Session:
     def decide(self, prop, deadline: Deadline | None = None) -> Result:
         """The verdict for a parsed property on this model, within the deadline (default: the
         config's timeout from now).  Raises InputError when the model and query disagree."""
+        from .pipeline import decide, search
+
+        unbounded = _unbounded(prop)
+        return self._run(prop, deadline, lambda q: decide(q) if unbounded is None else search(q, unbounded),
+                         unbounded)
+
+    def refute_in_ball(self, prop, centre, radius: float, deadline: Deadline | None = None) -> Result:
+        """UNSAT when bounds over each case's box intersected with the L2 ball |x - centre|_2 <=
+        radius (CROWN's concretisation with the dual norm, then alpha-CROWN) refute it; else
+        UNKNOWN (or TIMEOUT).  No search and no branching: the audit's L2 certificates.
+        centre: the flat input; radius: a float at or above the ball's exact radius."""
+        from .pipeline import refute_in_ball
+
+        return self._run(prop, deadline, lambda q: refute_in_ball(q, centre, radius), _unbounded(prop))
+
+    def _run(self, prop, deadline, decide_fn, unbounded) -> Result:
         import torch
 
         from .faithful import check_faithful
-        from .pipeline import Query, decide, numeric_setup, restore_numerics, search, searched_region
+        from .pipeline import Query, numeric_setup, restore_numerics, searched_region
         from .spec import SpecError
 
         deadline = deadline or Deadline(self.cfg.timeout_s)
         t0 = time.monotonic()
-        unbounded = _unbounded(prop)
         check_faithful(self.graph, self.ref, prop if unbounded is None else searched_region(prop, 1.0))
         if deadline.expired():
             return _out_of_time(t0)
@@ -182,7 +197,7 @@ class Session:
         torch.manual_seed(self.cfg.seed)
         q = Query(self._graph_for(prop, dtype), prop, self.ref, self.cfg, deadline, self.device, dtype)
         try:
-            result = decide(q) if unbounded is None else search(q, unbounded)
+            result = decide_fn(q)
         except SpecError as e:
             raise InputError(str(e)) from None
         finally:

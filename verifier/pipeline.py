@@ -229,6 +229,36 @@ def search(q: Query, why: str) -> Result:
         return Result(Verdict.TIMEOUT)
 
 
+def refute_in_ball(q: Query, centre: np.ndarray, radius: float) -> Result:
+    """UNSAT when CROWN, then alpha-CROWN, concretised over each case's box intersected with the
+    L2 ball |x - centre|_2 <= radius (bounds/ball.py) refute every case; else UNKNOWN."""
+    from .bounds.alpha import alpha_lower
+    from .bounds.backward import crown_intermediate, crown_output
+    from .bounds.rounding import lower
+
+    try:
+        cases = build_cases(q.prop, q.graph.input_shape, q.graph.output_size, q.dtype, q.device)
+        K = len(cases)
+        c = torch.as_tensor(np.asarray(centre, dtype=np.float64), device=q.device).to(q.dtype)
+        if not torch.equal(c.double().cpu(), torch.as_tensor(np.asarray(centre, dtype=np.float64)).reshape(-1)):
+            return Result(Verdict.UNKNOWN, reason="the ball's centre is not a value of the engine's type")
+        r = torch.tensor(radius, dtype=torch.float64).to(q.dtype)
+        if float(r) < radius:
+            r = torch.nextafter(r, torch.tensor(float("inf"), dtype=q.dtype))
+        ball = (c.reshape((1,) + tuple(q.graph.input_shape)).expand((K,) + tuple(q.graph.input_shape)),
+                r.to(q.device).expand(K))
+        with torch.no_grad():
+            pre = crown_intermediate(q.graph, cases.lo, cases.hi, deadline=q.deadline, ball=ball)
+            lb = lower(crown_output(q.graph, cases.lo, cases.hi, cases.C, pre, ball=ball) + cases.d)
+        done = lambda b: bool(refuted(cases, b, q.tol).all())
+        if not done(lb) and q.cfg.alpha:
+            lb = torch.maximum(lb, alpha_lower(q.graph, cases.lo, cases.hi, cases.C, cases.d, pre, q.cfg.alpha_cfg,
+                                               q.deadline, done, ball=ball))
+        return Result(Verdict.UNSAT) if done(lb) else Result(Verdict.UNKNOWN)
+    except OutOfTime:
+        return Result(Verdict.TIMEOUT)
+
+
 def decide(q: Query) -> Result:
     """The verdict for a loaded query; never raises OutOfTime."""
     try:

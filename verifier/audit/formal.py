@@ -12,8 +12,8 @@ from decimal import Decimal
 import numpy as np
 
 from ..budget import Deadline
-from ..verdict import Verdict
-from .queries import in_ball, linf_distance, robustness_query, up
+from ..verdict import Result, Verdict
+from .queries import distance, in_ball, robustness_query, up
 
 CERTIFIED, FALSIFIED, UNKNOWN = "certified", "falsified", "unknown"
 
@@ -40,8 +40,9 @@ class FormalOutcome:
 class _Sample:
     """One sample's queries on a loaded session, with what was learnt so far."""
 
-    def __init__(self, session, x0: np.ndarray, label: int, input_range, deadline: Deadline):
-        self.session, self.x0, self.label = session, x0, label
+    def __init__(self, session, x0: np.ndarray, label: int, input_range, deadline: Deadline, norm: str,
+                 graph32=None):
+        self.session, self.x0, self.label, self.norm, self.graph32 = session, x0, label, norm, graph32
         self.range, self.deadline = input_range, deadline
         g = session.graph
         self.shapes = (tuple(session.ref.input_shape), tuple(g.onnx_output_shape or (1, g.output_size)))
@@ -54,35 +55,52 @@ class _Sample:
         """Decide the ball of radius eps with `share` seconds (never past the sample's deadline)."""
         if eps <= self.certified:
             return CERTIFIED
-        if self.cex is not None and in_ball(self.cex, self.x0, str(eps), "linf", self.range):
+        if self.cex is not None and in_ball(self.cex, self.x0, str(eps), self.norm, self.range):
             return FALSIFIED
         seconds = min(share, self.deadline.left())
         if seconds <= 0.05:
             return UNKNOWN
         import vnnlib
 
+        # L-inf: the query is the clipped ball; L2: its bounding box, the ball given to the bounds
         text = robustness_query(self.x0, self.label, self.n_classes, str(eps), self.range, *self.shapes)
-        result = self.session.decide(vnnlib.parse_text(text, source="<audit>"), Deadline(seconds))
+        prop = vnnlib.parse_text(text, source="<audit>")
+        if self.norm == "l2":
+            result = self._l2(prop, eps, Deadline(seconds))
+        else:
+            result = self.session.decide(prop, Deadline(seconds))
         if result.verdict is Verdict.UNSAT:
             self.certified = max(self.certified, eps)
             return CERTIFIED
-        if result.verdict is Verdict.SAT and in_ball(result.x, self.x0, str(eps), "linf", self.range):
+        if result.verdict is Verdict.SAT and in_ball(result.x, self.x0, str(eps), self.norm, self.range):
             self._keep(np.asarray(result.x))
             return FALSIFIED
         return UNKNOWN
 
+    def _l2(self, prop, eps: Decimal, deadline: Deadline) -> Result:
+        """A PGD attack in the ball, then bounds concretised over it (Session.refute_in_ball)."""
+        from .attack import AttackConfig, confirmed, pgd
+
+        cands = pgd(self.graph32, self.x0, self.label, float(eps), "l2", self.range, AttackConfig())
+        x = confirmed(self.session.ref, cands, self.x0, self.label, str(eps), "l2", self.range)
+        if x is not None:
+            return Result(Verdict.SAT, x=x)
+        return self.session.refute_in_ball(prop, self.x0, up(str(eps)), deadline)
+
     def _keep(self, x: np.ndarray) -> None:
-        d = linf_distance(x, self.x0)
+        d = distance(x, self.x0, self.norm)
         if self.cex_dist is None or d < self.cex_dist:
             self.cex, self.cex_dist = x.reshape(-1), d
 
 
-def certify(session, x0: np.ndarray, label: int, eps: list[str], input_range, cfg: FormalConfig
-            ) -> FormalOutcome:
-    """Certify the correctly classified sample x0 (flat) at each L-inf radius in `eps` (decimal
-    strings), then bisect for its radius, within cfg.seconds in all."""
+def certify(session, x0: np.ndarray, label: int, eps: list[str], input_range, cfg: FormalConfig,
+            norm: str = "linf", graph32=None) -> FormalOutcome:
+    """Certify the correctly classified sample x0 (flat) at each radius in `eps` (decimal
+    strings), then bisect for its radius, within cfg.seconds in all.  L-inf: the full pipeline
+    on the clipped ball; L2: an attack, then CROWN and alpha-CROWN concretised over the ball
+    (no branch and bound yet); graph32: the float32 graph the L2 attack runs on."""
     deadline = Deadline(cfg.seconds)
-    s = _Sample(session, np.asarray(x0).reshape(-1), label, input_range, deadline)
+    s = _Sample(session, np.asarray(x0).reshape(-1), label, input_range, deadline, norm, graph32)
     grid = sorted(eps, key=Decimal)
     out = FormalOutcome()
     for k, e in enumerate(grid):

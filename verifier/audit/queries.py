@@ -12,7 +12,7 @@ checked against it.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from decimal import Decimal, Inexact, localcontext
+from decimal import ROUND_CEILING, Decimal, Inexact, localcontext
 
 import numpy as np
 
@@ -104,7 +104,12 @@ def up(text: str) -> float:
     return float(np.nextafter(f, np.inf)) if Decimal(f) < d else f
 
 
-def linf_distance(x: np.ndarray, x0: np.ndarray) -> Decimal:
-    """max_i |x_i - x0_i|, exactly."""
+def distance(x: np.ndarray, x0: np.ndarray, norm: str) -> Decimal:
+    """|x - x0| in the norm: exact for L-inf, rounded up (a square root) for L2."""
     with _exact_context():
-        return max(abs(exact(u) - exact(v)) for u, v in zip(np.ravel(x), np.ravel(x0)))
+        diffs = [exact(u) - exact(v) for u, v in zip(np.ravel(x), np.ravel(x0))]
+        if norm == "linf":
+            return max(abs(d) for d in diffs)
+        squares = sum(d * d for d in diffs)
+    with localcontext(prec=60, rounding=ROUND_CEILING):
+        return squares.sqrt()

@@ -120,9 +120,11 @@ def audit(model: str | Path, data: str | Path, eps: Iterable[str | float], out: 
 def _notes(cfg: AuditConfig, d: int) -> dict[str, str]:
     notes = {}
     if "formal" in cfg.methods:
-        notes["formal"] = (f"formal: proved by the engine (attack, IBP, CROWN, alpha-CROWN, branch and bound) on the "
-                           f"{'clipped ' if cfg.input_range else ''}ball, {cfg.timeout_per_sample:g} s per sample; "
-                           f"ACR from the largest certified radius (grid and bisection)")
+        how = ("attack, IBP, CROWN, alpha-CROWN, branch and bound" if cfg.norm == "linf" else
+               "attack, then CROWN and alpha-CROWN concretised over the L2 ball; no branch and bound")
+        notes["formal"] = (f"formal: proved by the engine ({how}) on the {'clipped ' if cfg.input_range else ''}"
+                           f"ball, {cfg.timeout_per_sample:g} s per sample; ACR from the largest certified radius "
+                           f"(grid and bisection)")
     if "smoothing" in cfg.methods:
         extra = (f" (L2 radius >= eps * sqrt({d}) for each L-inf ball)" if cfg.norm == "linf" else "")
         notes["smoothing"] = (f"randomized smoothing: a guarantee for the smoothed classifier (sigma {cfg.sigma:g}, "

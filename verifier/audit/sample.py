@@ -66,11 +66,8 @@ class Auditor:
     def _formal(self, index, x, label, pred) -> dict:
         if pred != label:   # the sample itself is a confirmed counterexample at every radius
             return {"status": {e: FALSIFIED for e in self.cfg.eps}, "radius_lower": 0.0, "radius_upper": 0.0}
-        if self.cfg.norm != "linf":
-            return {"status": {e: UNKNOWN for e in self.cfg.eps}, "radius_lower": 0.0, "radius_upper": None,
-                    "reason": "the engine bounds L-inf balls only"}
         out = certify(self.session, x, label, list(self.cfg.eps), self.cfg.input_range,
-                      FormalConfig(seconds=self.cfg.timeout_per_sample))
+                      FormalConfig(seconds=self.cfg.timeout_per_sample), self.cfg.norm, self.graph32)
         return {"status": out.status, "radius_lower": out.radius_lower, "radius_upper": out.radius_upper,
                 "counterexample": out.counterexample}
 

@@ -47,7 +47,8 @@ def alpha_lower(graph: Graph, lo: Tensor, hi: Tensor, C: Tensor, d: Tensor,
                 pre: Mapping[str, tuple[Tensor, Tensor]], cfg: AlphaConfig, deadline: Deadline,
                 done: Callable[[Tensor], bool], signs: Mapping[str, Tensor] | None = None,
                 start: str | None = None, warm: Mapping[str, Mapping[str, Tensor]] | None = None,
-                keep: dict | None = None, points: Mapping[str, Tensor] | None = None) -> Tensor:
+                keep: dict | None = None, points: Mapping[str, Tensor] | None = None,
+                ball=None) -> Tensor:
     """Best lower bounds of C @ y + d found, (B, q).  Stops early once done(best) (the caller's
     refutation test) holds or the deadline passes.  signs: branch-and-bound split decisions
     (name -> (B, *shape) in {-1, 0, 1}: input below or above its split point, points[name], 0
@@ -55,16 +56,18 @@ def alpha_lower(graph: Graph, lo: Tensor, hi: Tensor, C: Tensor, d: Tensor,
     start: bound the value of that name instead of the output (C: (B, q, *its shape)); pre then
     needs only the activations before it.  warm: {"slopes": ..., "betas": ...} to start from
     (a parent domain's, (B, q, *shape) each; any value is sound: slopes are clamped to their
-    range and betas to >= 0).  keep: receives the last slopes and betas in the same form."""
+    range and betas to >= 0).  keep: receives the last slopes and betas in the same form.
+    ball: the inputs also lie in this L2 ball (bounds/ball.py)."""
     q = C.shape[1]
     with torch.no_grad():  # the magnitudes for the rounding error depend on pre only: once for all iterations
         mags = magnitudes(graph, lo, hi, pre, upto=start)
     planes: dict = {}   # the rules' planes on pre: the same in every iteration
     if start is None:
-        bound = lambda *a, **k: crown_output(graph, lo, hi, C, *a, mags=mags, points=points, planes=planes, **k)
+        bound = lambda *a, **k: crown_output(graph, lo, hi, C, *a, mags=mags, points=points, planes=planes,
+                                             ball=ball, **k)
     else:
         bound = lambda p, slopes=None, signs=None, betas=None: backward_lower(
-            graph, lo, hi, start, C, Relaxation(p, slopes, signs, betas, mags, points, planes))
+            graph, lo, hi, start, C, Relaxation(p, slopes, signs, betas, mags, points, planes), ball=ball)
     params: dict = {}
     ranges: dict = {}
     for node in graph.nodes:

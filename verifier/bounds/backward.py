@@ -22,6 +22,7 @@ from torch import Tensor
 
 from ..ir import Graph, Node
 from ..ops import RULES, side_boxes
+from .ball import Ball, ball_lower
 from .interval import Bounds, interval_bounds
 from .rounding import (accumulate, clean_bounds, coef, floor, lower, magnitude, model_coef, model_floor,
                        model_planes)
@@ -338,13 +339,17 @@ def backward_linear(graph: Graph, start: str, C: Tensor, relax: Relaxation,
     return A.pop(graph.input_name, None), const, err
 
 
-def concretise_lower(a: Tensor | None, const: Tensor, err: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
+def concretise_lower(a: Tensor | None, const: Tensor, err: Tensor, lo: Tensor, hi: Tensor,
+                     ball: Ball | None = None) -> Tensor:
     """Rigorous min over the box [lo, hi] of sum(a * x) + const - err: (B, q): the constant plus
     two batched products (a+ . lo and a- . hi), 2 n_in + 1 terms whose sum rounds by at most
     gamma(2 n_in + 2) of their magnitudes (computed as a+ . |lo| - a- . |hi|, itself low by at
-    most gamma(n_in + 3))."""
+    most gamma(n_in + 3)).  ball: the inputs lie in that L2 ball too (bounds/ball.py): the
+    larger of the two minima."""
     if a is None:
         return lower(const, err)
+    if ball is not None:
+        return torch.maximum(concretise_lower(a, const, err, lo, hi), ball_lower(a, const, err, ball))
     ap, an = a.clamp(min=0), a.clamp(max=0)
     value = const + _dot_rows(ap, lo) + _dot_rows(an, hi)   # 2 n products and the constant
     with torch.no_grad():
@@ -359,19 +364,21 @@ def concretise_lower(a: Tensor | None, const: Tensor, err: Tensor, lo: Tensor, h
 
 
 def backward_lower(graph: Graph, lo: Tensor, hi: Tensor, start: str, C: Tensor,
-                   relax: Relaxation, record: dict | None = None) -> Tensor:
+                   relax: Relaxation, record: dict | None = None, ball: Ball | None = None) -> Tensor:
     """Rigorous lower bounds of sum(C[b, j] * v[b]) over inputs in [lo, hi], v = value `start`
     (never NaN: a bound that cannot be established is -inf).
 
     lo, hi: (B, *input_shape); C: (B, q, *shape_of(start)).  Returns (B, q).
     record: if given, receives the coefficients reaching every activation's output
-    (record[act_name]: (B, q, *shape)) and the input (record[graph.input_name]).
+    (record[act_name]: (B, q, *shape)) and the input (record[graph.input_name]).  ball: the
+    inputs also lie in this L2 ball (bounds/ball.py; [lo, hi] must contain ball and box's
+    intersection).
     """
     relax = with_mags(graph, lo, hi, relax, start)
     a, const, err = backward_linear(graph, start, C, relax, record)
     if record is not None and a is not None:
         record[graph.input_name] = a
-    return concretise_lower(a, const, err, lo, hi)
+    return concretise_lower(a, const, err, lo, hi, ball)
 
 
 CHUNK_ELEMS = 40_000_000  # elements of the coefficient tensors back-substituted at once (memory)
@@ -383,8 +390,8 @@ def activation_inputs(graph: Graph) -> list[Node]:
 
 
 def bounds_of_value(graph: Graph, lo: Tensor, hi: Tensor, value: str, prior: tuple[Tensor, Tensor],
-                    relax: Relaxation, budget_elems: int, deadline=None, mask: Tensor | None = None
-                    ) -> tuple[Tensor, Tensor]:
+                    relax: Relaxation, budget_elems: int, deadline=None, mask: Tensor | None = None,
+                    ball: Ball | None = None) -> tuple[Tensor, Tensor]:
     """CROWN bounds of the elements of `value` in mask (default: whose prior interval straddles
     0; an activation's rule says which of its inputs' bounds matter: ActivationRule.loose); the
     others keep their prior bounds.  Each domain b gets objective rows only for its own such
@@ -403,7 +410,7 @@ def bounds_of_value(graph: Graph, lo: Tensor, hi: Tensor, value: str, prior: tup
         if deadline is not None:
             deadline.check()
         idx, ok = order[:, start:start + chunk], live[:, start:start + chunk]
-        lb = backward_lower(graph, lo, hi, value, bound_rows(idx, ok, plo), relax)
+        lb = backward_lower(graph, lo, hi, value, bound_rows(idx, ok, plo), relax, ball=ball)
         tighten(new_lo, new_hi, idx, ok, lb)
     return new_lo.reshape(plo.shape), new_hi.reshape(phi.shape)
 
@@ -446,8 +453,8 @@ def tighten(flat_lo: Tensor, flat_hi: Tensor, idx: Tensor, ok: Tensor, lb: Tenso
 
 def crown_intermediate(graph: Graph, lo: Tensor, hi: Tensor, ibp: Bounds | None = None,
                        fixed: Mapping[str, tuple[Tensor, Tensor]] | None = None,
-                       budget_elems: int = CHUNK_ELEMS, deadline=None, first: int = 0
-                       ) -> dict[str, tuple[Tensor, Tensor]]:
+                       budget_elems: int = CHUNK_ELEMS, deadline=None, first: int = 0,
+                       ball: Ball | None = None) -> dict[str, tuple[Tensor, Tensor]]:
     """Bounds on the input of every activation, by back-substitution layer after layer.
 
     Returns pre[act_name] = (lo, hi) of the activation's input, (B, *shape).  fixed: bounds to
@@ -455,7 +462,7 @@ def crown_intermediate(graph: Graph, lo: Tensor, hi: Tensor, ibp: Bounds | None 
     activation name; they are applied before later layers use them.  first: the activations
     before this index (topological order) take their bounds from `fixed` as they are (bounds
     already computed, valid on these boxes); the back-substitution starts at it.  deadline:
-    checked between back-substitution chunks (raises OutOfTime).
+    checked between back-substitution chunks (raises OutOfTime).  ball: see backward_lower.
     """
     acts = activation_inputs(graph)
     pre: dict[str, tuple[Tensor, Tensor]] = {a.name: clean_bounds(*fixed[a.name]) for a in acts[:first]}
@@ -476,7 +483,7 @@ def crown_intermediate(graph: Graph, lo: Tensor, hi: Tensor, ibp: Bounds | None 
             flo, fhi = clean_bounds(*fixed[act.name])
             prior = (torch.maximum(prior[0], flo), torch.minimum(prior[1], fhi))
         plo, phi = bounds_of_value(graph, lo, hi, act.inputs[0], prior, Relaxation(pre, mags=mags_of(ibp)),
-                                   budget_elems, deadline, RULES[act.op].loose(act, *prior))
+                                   budget_elems, deadline, RULES[act.op].loose(act, *prior), ball)
         if fixed is not None and act.name in fixed:
             plo, phi = torch.maximum(plo, flo), torch.minimum(phi, fhi)
         pre[act.name] = (plo, phi)
@@ -490,7 +497,7 @@ def crown_intermediate(graph: Graph, lo: Tensor, hi: Tensor, ibp: Bounds | None 
                         ibp = interval_bounds(graph, lo, hi, known, reuse=ibp, upto=value)
                     vlo, vhi = clean_bounds(*ibp[value])
                     b = bounds_of_value(graph, lo, hi, value, ibp[value], Relaxation(pre, mags=mags_of(ibp)),
-                                        budget_elems, deadline, vlo < vhi)
+                                        budget_elems, deadline, vlo < vhi, ball)
                 pre[(act.name, k)] = known[value] = b
     return pre
 
@@ -499,10 +506,11 @@ def crown_output(graph: Graph, lo: Tensor, hi: Tensor, C: Tensor, pre: Mapping[s
                  slopes: Mapping[str, Tensor] | None = None, record: dict | None = None,
                  signs: Mapping[str, Tensor] | None = None, betas: Mapping[str, Tensor] | None = None,
                  mags: Mapping[str, Tensor] | None = None, points: Mapping[str, Tensor] | None = None,
-                 planes: dict | None = None) -> Tensor:
+                 planes: dict | None = None, ball: Ball | None = None) -> Tensor:
     """Rigorous lower bounds of C @ y (C: (B, q, n_out)) given activation input bounds pre.
-    (B, q).  mags: see Relaxation (pass them when bounding the same domains repeatedly)."""
+    (B, q).  mags: see Relaxation (pass them when bounding the same domains repeatedly).
+    ball: see backward_lower."""
     B, q = C.shape[:2]
     C = C.reshape((B, q) + graph.output_shape)
     return backward_lower(graph, lo, hi, graph.output_name, C,
-                          Relaxation(pre, slopes, signs, betas, mags, points, planes), record)
+                          Relaxation(pre, slopes, signs, betas, mags, points, planes), record, ball)

@@ -1,0 +1,89 @@
+"""L2 balls as an input set (bounds/ball.py): the concretisation against exact arithmetic, and
+CROWN / alpha-CROWN over ball-and-box intersections against sampled and attacked points."""
+from __future__ import annotations
+
+import mpmath
+import numpy as np
+import pytest
+import torch
+
+from helpers_nets import graph_of, random_mlp
+from verifier.bounds.alpha import AlphaConfig, alpha_lower
+from verifier.bounds.backward import crown_intermediate, crown_output
+from verifier.bounds.ball import ball_lower
+from verifier.budget import Deadline
+from verifier.evaluate import forward
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_ball_concretisation_against_exact_arithmetic(dtype):
+    rng = np.random.default_rng(3)
+    for trial in range(30):
+        B, q, n = 2, 3, int(rng.integers(1, 300))
+        scale = 10.0 ** rng.uniform(-6, 6)
+        a = torch.as_tensor(rng.normal(size=(B, q, n)) * scale, dtype=dtype)
+        c = torch.as_tensor(rng.normal(size=(B, n)) * 10.0 ** rng.uniform(-3, 3), dtype=dtype)
+        r = torch.as_tensor(rng.uniform(0, 2, size=B), dtype=dtype)
+        const = torch.as_tensor(rng.normal(size=(B, q)) * scale, dtype=dtype)
+        lb = ball_lower(a, const, torch.zeros_like(const), (c, r))
+        mpmath.mp.dps = 60
+        for b in range(B):
+            for j in range(q):
+                av = [mpmath.mpf(float(v)) for v in a[b, j]]
+                exact = (mpmath.fsum(x * mpmath.mpf(float(y)) for x, y in zip(av, c[b])) + mpmath.mpf(float(const[b, j]))
+                         - mpmath.mpf(float(r[b])) * mpmath.sqrt(mpmath.fsum(x * x for x in av)))
+                got = mpmath.mpf(float(lb[b, j]))
+                assert got <= exact, (trial, b, j)
+                size = mpmath.fsum(abs(x) * abs(mpmath.mpf(float(y))) for x, y in zip(av, c[b])) + abs(exact)
+                assert exact - got <= 1e3 * n * float(torch.finfo(dtype).eps) * (size + 1e-300), (trial, b, j)
+
+
+def _ball_points(lo, hi, centre, r, k, gen):
+    """k points of each ball intersected with its box: random directions at random and full
+    radius, clamped into the box and then pulled back into the ball (B, k, n)."""
+    B, n = centre.shape
+    d = torch.randn(B, k, n, generator=gen, dtype=centre.dtype)
+    d = d / d.norm(dim=-1, keepdim=True) * r.reshape(B, 1, 1) * torch.rand(B, k, 1, generator=gen, dtype=centre.dtype) ** 0.2
+    x = torch.minimum(torch.maximum(centre.unsqueeze(1) + d, lo.unsqueeze(1)), hi.unsqueeze(1))
+    dist = (x - centre.unsqueeze(1)).norm(dim=-1, keepdim=True)
+    return centre.unsqueeze(1) + (x - centre.unsqueeze(1)) * torch.clamp(r.reshape(B, 1, 1) / dist.clamp_min(1e-30), max=1.0) * (1 - 1e-9)
+
+
+@pytest.mark.parametrize("acts", [["Relu"], ["Tanh", "Relu"], ["Sigmoid"]])
+def test_crown_and_alpha_over_a_ball_hold_at_sampled_and_attacked_points(acts):
+    rng = np.random.default_rng(len(acts) + 7)
+    gen = torch.Generator().manual_seed(1)
+    graph = graph_of(random_mlp(rng, 40, [24, 16], 5, acts))
+    B = 3
+    centre = torch.as_tensor(rng.uniform(0.2, 0.8, size=(B, 40)))
+    r = torch.as_tensor([0.05, 0.3, 1.0], dtype=torch.float64)
+    lo, hi = (centre - r[:, None]).clamp(0, 1), (centre + r[:, None]).clamp(0, 1)
+    C = torch.as_tensor(rng.normal(size=(B, 6, 5)))
+    ball = (centre, r)
+    with torch.no_grad():
+        pre = crown_intermediate(graph, lo, hi, ball=ball)
+        lb = crown_output(graph, lo, hi, C, pre, ball=ball)
+        box_only = crown_output(graph, lo, hi, C, crown_intermediate(graph, lo, hi))
+    lb_alpha = alpha_lower(graph, lo, hi, C, torch.zeros(B, 6, dtype=torch.float64), pre,
+                           AlphaConfig(iterations=15), Deadline(60), lambda b: False, ball=ball)
+    assert (lb >= box_only - 1e-9).all()                       # never looser than the box alone
+    assert (lb[2] > box_only[2] + 1e-6).any()                  # and tighter where the ball is small in the box
+    pts = _ball_points(lo, hi, centre, r, 3000, gen)
+    # an attack on every row: descend C y inside ball and box
+    x = pts[:, :64].clone()
+    for _ in range(60):
+        x.requires_grad_(True)
+        y = forward(graph, x.reshape(-1, 40)).reshape(B, 64, 5)
+        v = torch.einsum("bqo,bko->bkq", C, y).sum()
+        (g,) = torch.autograd.grad(v, x)
+        x = x.detach() - 0.02 * g / g.norm(dim=-1, keepdim=True).clamp_min(1e-30)
+        x = torch.minimum(torch.maximum(x, lo.unsqueeze(1)), hi.unsqueeze(1))
+        d = x - centre.unsqueeze(1)
+        x = centre.unsqueeze(1) + d * torch.clamp(r.reshape(B, 1, 1) / d.norm(dim=-1, keepdim=True).clamp_min(1e-30),
+                                                  max=1.0) * (1 - 1e-9)
+    pts = torch.cat([pts, x.detach()], dim=1)
+    with torch.no_grad():
+        y = forward(graph, pts.reshape(-1, 40)).reshape(B, -1, 5)
+        vals = torch.einsum("bqo,bko->bkq", C, y).amin(1)
+    assert (lb <= vals).all() and (lb_alpha <= vals).all()
+    assert (lb_alpha >= lb - 1e-9).all()
