@@ -8,7 +8,7 @@ within 2e-8 of what the boxes give) and rounded to float32, the model's input ty
 
     python benchmarks/mnist_fc_images.py [BENCH_DIR] [OUT.npz]
 
-writes x (15, 784) float32 and y (15,) int64, by default from ../shared/benchmarks/mnist_fc to
+writes x (15, 784, 1) float32 (the models' input is (1, 784, 1)) and y (15,) int64, by default from ../shared/benchmarks/mnist_fc to
 benchmarks/examples/mnist_fc_images.npz, for `verifier audit`.
 """
 from __future__ import annotations
@@ -48,7 +48,7 @@ def main(argv: list[str]) -> int:
         return 2
     xs, ys = zip(*(recover(p) for p in files))
     out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out, x=np.stack(xs), y=np.array(ys, dtype=np.int64))
+    np.savez(out, x=np.stack(xs)[:, :, None], y=np.array(ys, dtype=np.int64))
     print(f"{len(xs)} images, labels {list(ys)} -> {out}")
     return 0
 

@@ -108,7 +108,7 @@ def formal_audit(digits, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("audit")
     report = audit(digits["digits_mlp"], digits["digits_test"], EPS, out, input_range=(0, 1),
-                   methods=["formal", "attack"], timeout_per_sample=6, limit=6, progress=False)
+                   timeout_per_sample=6, limit=6, smoothing_n=2000, sigma=0.1, progress=False)
     return report, out
 
 
@@ -120,11 +120,14 @@ def test_formal_radii_are_never_contradicted(digits, formal_audit):
         x0 = data["x"][s["index"]]
         if s["predicted"] != s["label"]:
             continue
+        for method in ("formal", "lipschitz"):
+            r = s[method]["radius_lower"]
+            assert r >= 0
+            if r > 0:
+                pts = _ball_points(x0, r, 400, rng)
+                assert (_ort_labels(digits["digits_mlp"], pts) == s["label"]).all(), (method, s)
+            assert r <= s["formal"]["radius_upper"] if s["formal"]["radius_upper"] is not None else True
         r = s["formal"]["radius_lower"]
-        assert r >= 0
-        if r > 0:
-            pts = _ball_points(x0, r, 400, rng)
-            assert (_ort_labels(digits["digits_mlp"], pts) == s["label"]).all(), s
         for e, st in s["formal"]["status"].items():
             if st == "certified":   # the largest certified radius, rounded down to a float
                 assert r >= float(e) * (1 - 1e-15), (s, e)
@@ -156,17 +159,21 @@ def test_report_files_and_schema(formal_audit):
                                               "samples.jsonl", "audit.json"}
     j = json.loads((out / "report.json").read_text())
     assert j["n"] == 6 and j["norm"] == "linf" and 0 <= j["clean_accuracy"] <= 1
-    for m in ("formal", "attack"):
+    for m in ("formal", "lipschitz", "smoothing", "attack"):
         assert set(j["methods"][m]["certified_accuracy"]) == set(EPS)
-    assert j["methods"]["formal"]["acr"] >= 0
+    assert j["methods"]["formal"]["acr"] >= j["methods"]["lipschitz"]["acr"] >= 0
     for s in j["samples"]:
-        assert {"index", "label", "predicted", "formal", "attack"} <= set(s)
+        assert {"index", "label", "predicted", "formal", "lipschitz", "smoothing", "attack"} <= set(s)
         assert set(s["formal"]["status"].values()) <= {"certified", "falsified", "unknown"}
+        sm = s["smoothing"]
+        assert sm["sigma"] == 0.1 and 0 <= sm["pA_lower"] <= 1
+        assert (sm["radius"] is None) == (sm["predicted"] is None or sm["pA_lower"] <= 0.5)
     # certified accuracy never exceeds what the attack leaves
     for e in EPS:
         assert j["methods"]["formal"]["certified_accuracy"][e] <= j["methods"]["attack"]["certified_accuracy"][e]
     md = (out / "report.md").read_text()
-    assert "| formal (our engine) |" in md and "gap" in md
+    assert "| formal (our engine) |" in md and "| randomized smoothing |" in md and "gap" in md
+    assert "probability 0.999" in md
 
 
 def test_resume_skips_finished_samples_and_restarts_on_new_arguments(digits, tmp_path):

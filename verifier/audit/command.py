@@ -31,6 +31,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--timeout-per-sample", type=float, default=30.0, metavar="S",
                    help="the formal method's whole budget for one sample (default 30)")
+    p.add_argument("--radius-steps", type=int, default=4, metavar="K",
+                   help="bisection steps for each sample's certified radius after the eps grid (default 4; 0: the grid only)")
+    p.add_argument("--lipsdp", default="auto", choices=("auto", "on", "off"),
+                   help="LipSDP for the Lipschitz method (auto: networks of at most 64 hidden neurons; it costs "
+                        "seconds to minutes per class pair on larger ones)")
     p.add_argument("--sigma", type=float, default=0.25, help="smoothing noise level (default 0.25)")
     p.add_argument("--smoothing-alpha", type=float, default=0.001, metavar="A",
                    help="smoothing's guarantee holds with probability 1 - A (default 0.001)")
@@ -64,14 +69,15 @@ def main(argv: list[str]) -> int:
     from .run import audit
 
     logging.getLogger("verifier").setLevel(logging.ERROR)   # the engine's per-query chatter
-    if args.jobs < 1 or (args.limit is not None and args.limit < 1) or args.smoothing_n < 1:
-        return _usage("--jobs, --limit and --smoothing-n must be positive")
+    if args.jobs < 1 or (args.limit is not None and args.limit < 1) or args.smoothing_n < 1 or args.radius_steps < 0:
+        return _usage("--jobs, --limit and --smoothing-n must be positive, --radius-steps at least 0")
     try:
         report = audit(args.model, args.data, [e.strip() for e in args.eps.split(",") if e.strip()], args.out,
                        norm=args.norm, input_range=_range(args.input_range),
                        methods=[m.strip() for m in args.methods.split(",") if m.strip()],
                        timeout_per_sample=args.timeout_per_sample, sigma=args.sigma,
-                       smoothing_alpha=args.smoothing_alpha, smoothing_n=args.smoothing_n, jobs=args.jobs,
+                       smoothing_alpha=args.smoothing_alpha, smoothing_n=args.smoothing_n,
+                       radius_steps=args.radius_steps, lipsdp=args.lipsdp, jobs=args.jobs,
                        ray=args.ray, limit=args.limit, seed=args.seed, progress=not args.quiet)
     except AuditInputError as e:
         return _usage(str(e))

@@ -57,6 +57,8 @@ def check_config(cfg: AuditConfig) -> None:
     if bad or not cfg.methods:
         raise AuditInputError(f"--methods: unknown method {bad[0]!r} (choose from {', '.join(METHODS)})"
                               if bad else "--methods: none given")
+    if cfg.lipsdp not in ("auto", "on", "off"):
+        raise AuditInputError(f"--lipsdp {cfg.lipsdp}: auto, on or off")
     if not cfg.eps:
         raise AuditInputError("--eps: give at least one radius")
     from decimal import Decimal, InvalidOperation
@@ -77,7 +79,8 @@ def check_config(cfg: AuditConfig) -> None:
 def audit(model: str | Path, data: str | Path, eps: Iterable[str | float], out: str | Path, *,
           norm: str = "linf", input_range: tuple[float, float] | None = None,
           methods: Iterable[str] = METHODS, timeout_per_sample: float = 30.0, sigma: float = 0.25,
-          smoothing_alpha: float = 0.001, smoothing_n: int = 10_000, jobs: int = 1, ray: str | None = None,
+          smoothing_alpha: float = 0.001, smoothing_n: int = 10_000, radius_steps: int = 4, lipsdp: str = "auto",
+          jobs: int = 1, ray: str | None = None,
           limit: int | None = None, seed: int = 0, progress: bool = True) -> Report:
     """Certify the classifier `model` over the data set `data` (an .npz with x and y) at each
     radius in `eps`, by each method; write DIR/report.json, report.md and certified_accuracy.png
@@ -85,7 +88,8 @@ def audit(model: str | Path, data: str | Path, eps: Iterable[str | float], out: 
     cfg = AuditConfig(eps=tuple(str(e) for e in eps), norm=norm,
                       input_range=None if input_range is None else (float(input_range[0]), float(input_range[1])),
                       methods=tuple(methods), timeout_per_sample=float(timeout_per_sample), sigma=float(sigma),
-                      smoothing_alpha=float(smoothing_alpha), smoothing_n=int(smoothing_n), seed=int(seed))
+                      smoothing_alpha=float(smoothing_alpha), smoothing_n=int(smoothing_n),
+                      radius_steps=int(radius_steps), lipsdp=lipsdp, seed=int(seed))
     check_config(cfg)
     model, data, out = Path(model), Path(data), Path(out)
     from ..api import InputError, load_checked

@@ -21,11 +21,12 @@ class AuditConfig:
     input_range: tuple[float, float] | None = None
     methods: tuple[str, ...] = ("formal", "lipschitz", "smoothing", "attack")
     timeout_per_sample: float = 30.0       # the formal method's whole budget for one sample
+    radius_steps: int = 4                  # the formal radius's bisection steps after the grid
     sigma: float = 0.25
     smoothing_alpha: float = 0.001
     smoothing_n: int = 10_000
     smoothing_n0: int = 100
-    lipsdp: bool = True
+    lipsdp: str = "auto"                   # auto (small networks) | on | off
     seed: int = 0
 
     def key(self) -> dict:
@@ -46,7 +47,7 @@ class Auditor:
         self.session = Session.open(model_path, verify_cfg or VerifyConfig(seed=cfg.seed))
         self.ref = self.session.ref
         self.graph32 = self.session.graph.to(self.session.device, torch.float32)
-        self._lipschitz = None
+        self._lip_model = None
 
     @property
     def n_classes(self) -> int:
@@ -67,7 +68,7 @@ class Auditor:
         if pred != label:   # the sample itself is a confirmed counterexample at every radius
             return {"status": {e: FALSIFIED for e in self.cfg.eps}, "radius_lower": 0.0, "radius_upper": 0.0}
         out = certify(self.session, x, label, list(self.cfg.eps), self.cfg.input_range,
-                      FormalConfig(seconds=self.cfg.timeout_per_sample), self.cfg.norm, self.graph32)
+                      FormalConfig(self.cfg.timeout_per_sample, self.cfg.radius_steps), self.cfg.norm, self.graph32)
         return {"status": out.status, "radius_lower": out.radius_lower, "radius_upper": out.radius_upper,
                 "counterexample": out.counterexample}
 
@@ -79,11 +80,15 @@ class Auditor:
                                         self.cfg.input_range, cfg)}
 
     def _lipschitz_model(self):
-        if self._lipschitz is None:
+        if self._lip_model is None:
             from .lipschitz import LipschitzModel
 
-            self._lipschitz = LipschitzModel(self.session.graph, sdp=self.cfg.lipsdp)
-        return self._lipschitz
+            model = LipschitzModel(self.session.graph, sdp=False)
+            hidden = sum(d.W.shape[0] for d in model.chain.dense[:-1])
+            if self.cfg.lipsdp == "on" or (self.cfg.lipsdp == "auto" and 0 < hidden <= LIPSDP_AUTO_HIDDEN):
+                model = LipschitzModel(self.session.graph, sdp=True)
+            self._lip_model = model
+        return self._lip_model
 
     def _lipschitz(self, index, x, label, pred) -> dict:
         from .lipschitz import LipschitzError, certified_radius, margin_lower_bounds
@@ -94,10 +99,14 @@ class Auditor:
             lip = self._lipschitz_model().margins(label)
         except LipschitzError as e:
             return {"status": {e_: UNKNOWN for e_ in self.cfg.eps}, "radius_lower": 0.0, "reason": str(e)}
+        margins = margin_lower_bounds(self.session.graph, x, label)
         consts = lip.linf if self.cfg.norm == "linf" else lip.l2
-        radius = certified_radius(margin_lower_bounds(self.session.graph, x, label), consts, label)
+        radius = certified_radius(margins, consts, label)
         status = {e: CERTIFIED if radius >= up(e) else UNKNOWN for e in self.cfg.eps}
-        return {"status": status, "radius_lower": radius, "method": lip.method_l2 if self.cfg.norm == "l2" else "layers"}
+        rec = {"status": status, "radius_lower": radius, "method": "layers"}
+        if self.cfg.norm == "l2" and lip.method_l2 == "lipsdp":   # what LipSDP added to the layer bounds
+            rec.update(method="lipsdp", radius_layers=certified_radius(margins, lip.l2_layers, label))
+        return rec
 
     def _smoothing(self, index, x, label, pred) -> dict:
         import torch
@@ -136,6 +145,8 @@ def _down(v: float) -> float:
     return float(np.nextafter(v, 0.0)) if v > 0 else 0.0
 
 
+LIPSDP_AUTO_HIDDEN = 64   # LipSDP by default up to this many hidden neurons (seconds per class pair;
+                          # a 64-50-50-10 MLP takes ~10 s per pair with SCS, 45 pairs)
 _WORKER: dict = {}
 
 
