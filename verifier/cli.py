@@ -87,6 +87,9 @@ def _engine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-bab", action="store_true", help="stop after the incomplete stages")
     p.add_argument("--no-alpha", action="store_true", help="skip alpha-CROWN")
     p.add_argument("--no-crown", action="store_true", help="interval bounds only (with the attack)")
+    p.add_argument("--lp-tighten", action="store_true",
+                   help="after alpha-CROWN, tighten the intermediate bounds and bound the rows with LPs "
+                        "(HiGHS; each bound rebuilt from the duals by our own code)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--memory-mb", type=float, default=0.0, metavar="MB",
                    help="memory the open branch-and-bound domains may hold (default: 40%% of RAM, "
@@ -95,11 +98,12 @@ def _engine_options(p: argparse.ArgumentParser) -> None:
 
 
 def _config(args, timeout: float):
-    from .config import BabConfig, VerifyConfig
+    from .config import BabConfig, LPConfig, VerifyConfig
 
     bab = BabConfig(enabled=not args.no_bab, memory_mb=args.memory_mb)
     return VerifyConfig(timeout_s=timeout, device=args.device, crown=not args.no_crown,
-                        alpha=not (args.no_alpha or args.no_crown), bab=bab, seed=args.seed)
+                        alpha=not (args.no_alpha or args.no_crown), bab=bab, lp=LPConfig(enabled=args.lp_tighten),
+                        seed=args.seed)
 
 
 def _setup_logging(quiet: bool) -> None:

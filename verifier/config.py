@@ -46,6 +46,14 @@ class BabConfig:
 
 
 @dataclass(frozen=True)
+class LPConfig:
+    enabled: bool = False       # the LP stage after alpha-CROWN (--lp-tighten)
+    max_neurons: int = 100      # unstable neurons per case whose input bounds an LP tightens
+    share: float = 0.5          # of the time left, what the LP stage may spend
+    max_columns: int = 20_000   # larger networks skip it (one LP per neuron gets dear)
+
+
+@dataclass(frozen=True)
 class VerifyConfig:
     timeout_s: float = 60.0
     device: str = "auto"          # auto | cpu | cuda
@@ -54,5 +62,6 @@ class VerifyConfig:
     attack: AttackConfig = field(default_factory=AttackConfig)
     alpha_cfg: AlphaConfig = field(default_factory=AlphaConfig)
     bab: BabConfig = field(default_factory=BabConfig)
+    lp: LPConfig = field(default_factory=LPConfig)
     bab_alpha_iterations: int = 10  # alpha/beta-CROWN steps per ReLU-split round (0: plain CROWN)
     seed: int = 0
