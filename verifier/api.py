@@ -179,6 +179,16 @@ class Session:
 
         return self._run(prop, deadline, lambda q: refute_in_ball(q, centre, radius), _unbounded(prop))
 
+    def refute_each(self, prop, deadline: Deadline | None = None) -> Result:
+        """Bounds only, every case of the property at once: result.stats["refuted"] (one bool per
+        case) says which are refuted; the audit's batched first pass over many samples."""
+        from .pipeline import refute_each
+
+        unbounded = _unbounded(prop)
+        if unbounded is not None:
+            raise InputError(unbounded)
+        return self._run(prop, deadline, refute_each, None)
+
     def _run(self, prop, deadline, decide_fn, unbounded) -> Result:
         import torch
 

@@ -150,9 +150,10 @@ def stage_corners(q: Query, cases: Cases, lb: torch.Tensor, A_in: torch.Tensor) 
     return try_confirm(q, rep, xs, violations(q.graph, rep, xs))
 
 
-def stage_bounds(q: Query, cases: Cases) -> tuple[np.ndarray, dict | None]:
+def stage_bounds(q: Query, cases: Cases, corners: bool = True) -> tuple[np.ndarray, dict | None]:
     """Indices of the cases that IBP, CROWN and alpha-CROWN leave open, and the activation input
-    bounds found for them (None after IBP alone), which branch and bound starts from."""
+    bounds found for them (None after IBP alone), which branch and bound starts from.  corners:
+    try the box corners CROWN points at as counterexamples (raises Found)."""
     open_idx = np.arange(len(cases))
     with torch.no_grad():
         done = refuted(cases, ibp_lower(q.graph, cases), q.tol).cpu().numpy()
@@ -166,7 +167,7 @@ def stage_bounds(q: Query, cases: Cases) -> tuple[np.ndarray, dict | None]:
     record: dict = {}
     lb, pre = crown_lower(q.graph, sub, q.deadline, record)
     done = refuted(sub, lb, q.tol).cpu().numpy()
-    if not done.all() and q.graph.input_name in record:
+    if corners and not done.all() and q.graph.input_name in record:
         found = stage_corners(q, sub, lb, record[q.graph.input_name])
         if found is not None:
             raise Found(found)
@@ -316,6 +317,25 @@ def refute_in_ball(q: Query, centre: np.ndarray, radius: float) -> Result:
         return Result(Verdict.UNSAT) if done(lb) else Result(Verdict.UNKNOWN)
     except OutOfTime:
         return Result(Verdict.TIMEOUT)
+
+
+def refute_each(q: Query) -> Result:
+    """Bounds only (IBP, CROWN, alpha-CROWN, the LP stage when enabled), every case at once:
+    q.stats["refuted"] holds, per case of the property, whether it is refuted.  UNSAT when all
+    are, else UNKNOWN; TIMEOUT when the deadline cut the bounds short (nothing refuted then)."""
+    cases = build_cases(q.prop, q.graph.input_shape, q.graph.output_size, q.dtype, q.device,
+                        rows=q.ref is None or q.ref.inputs_as_given)
+    refuted_ = np.zeros(len(q.prop.cases), dtype=bool)
+    q.stats["refuted"] = refuted_
+    try:
+        open_idx, _ = stage_bounds(q, cases, corners=False)
+    except OutOfTime:
+        return Result(Verdict.TIMEOUT)
+    done = np.ones(len(cases), dtype=bool)
+    done[open_idx] = False
+    refuted_[:] = True                       # cases without a row (an empty region) stay refuted
+    refuted_[np.unique(cases.case[~done])] = False
+    return Result(Verdict.UNSAT if refuted_.all() else Verdict.UNKNOWN)
 
 
 def decide(q: Query) -> Result:

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..budget import Deadline
 from ..verdict import Result, Verdict
-from .queries import distance, in_ball, robustness_query, up
+from .queries import batch_query, distance, in_ball, robustness_query, up
 
 CERTIFIED, FALSIFIED, UNKNOWN = "certified", "falsified", "unknown"
 
@@ -93,14 +93,46 @@ class _Sample:
             self.cex, self.cex_dist = x.reshape(-1), d
 
 
+def prepass(session, xs: list[np.ndarray], labels: list[int], eps: list[str], input_range,
+            seconds: float) -> list[Decimal]:
+    """Per sample, the largest L-inf radius of the grid that bounds alone certify, all the samples'
+    balls bounded at once (IBP, CROWN, alpha-CROWN over one query with a case per sample:
+    Session.refute_each); 0 where none.  The cheap first pass of a batch of samples."""
+    import vnnlib
+
+    best = [Decimal(0)] * len(xs)
+    pending = list(range(len(xs)))
+    deadline = Deadline(seconds)
+    g = session.graph
+    shapes = (tuple(session.ref.input_shape), tuple(g.onnx_output_shape or (1, g.output_size)))
+    for e in sorted(eps, key=Decimal):
+        if not pending or deadline.left() <= 0.05:
+            break
+        text = batch_query([xs[i] for i in pending], [labels[i] for i in pending], g.output_size, e,
+                           input_range, *shapes)
+        prop = vnnlib.parse_text(text, source="<audit batch>")
+        if len(prop.cases) != len(pending):
+            break
+        ok = session.refute_each(prop, Deadline(deadline.left())).stats.get("refuted")
+        if ok is None:
+            break
+        for k, i in enumerate(pending):
+            if ok[k]:
+                best[i] = Decimal(e)
+        pending = [i for k, i in enumerate(pending) if ok[k]]   # a larger ball needs the smaller one
+    return best
+
+
 def certify(session, x0: np.ndarray, label: int, eps: list[str], input_range, cfg: FormalConfig,
-            norm: str = "linf", graph32=None) -> FormalOutcome:
+            norm: str = "linf", graph32=None, certified: Decimal = Decimal(0)) -> FormalOutcome:
     """Certify the correctly classified sample x0 (flat) at each radius in `eps` (decimal
     strings), then bisect for its radius, within cfg.seconds in all.  L-inf: the full pipeline
     on the clipped ball; L2: an attack, then CROWN and alpha-CROWN concretised over the ball
-    (no branch and bound yet); graph32: the float32 graph the L2 attack runs on."""
+    (no branch and bound yet); graph32: the float32 graph the L2 attack runs on.  certified: a
+    radius already certified (prepass)."""
     deadline = Deadline(cfg.seconds)
     s = _Sample(session, np.asarray(x0).reshape(-1), label, input_range, deadline, norm, graph32)
+    s.certified = certified
     grid = sorted(eps, key=Decimal)
     out = FormalOutcome()
     for k, e in enumerate(grid):

@@ -54,25 +54,52 @@ def _index(shape: tuple[int, ...], flat: int) -> str:
     return ",".join(str(int(i)) for i in np.unravel_index(flat, shape)) if shape else ""
 
 
+def _header(input_shape: tuple[int, ...], output_shape: tuple[int, ...]) -> list[str]:
+    dims = lambda s: "[" + ",".join(str(d) for d in s) + "]"
+    return ["(vnnlib-version <2.0>)",
+            "(declare-network f",
+            f"    (declare-input X real {dims(input_shape)})",
+            f"    (declare-output Y real {dims(output_shape)}))"]
+
+
+def _ball(x0, eps, input_range, input_shape) -> list[str]:
+    """One comparison pair per element: the clipped ball's exact bounds."""
+    lo, hi = clipped_box(x0, eps, input_range)
+    out = []
+    for i, (a, b) in enumerate(zip(lo, hi)):
+        x = f"X[{_index(input_shape, i)}]"
+        out.append(f"(>= {x} {a:f}) (<= {x} {b:f})")
+    return out
+
+
+def _label_change(label: int, n_classes: int, output_shape) -> str:
+    """Some other class wins: j < label on a tie, j > label strictly."""
+    y = f"Y[{_index(output_shape, label)}]"
+    wins = [f"({'>=' if j < label else '>'} Y[{_index(output_shape, j)}] {y})"
+            for j in range(n_classes) if j != label]
+    return f"(or {' '.join(wins)})" if len(wins) > 1 else wins[0]
+
+
 def robustness_query(x0: np.ndarray, label: int, n_classes: int, eps: str | float,
                      input_range: tuple[float, float] | None, input_shape: tuple[int, ...],
                      output_shape: tuple[int, ...]) -> str:
     """VNN-LIB 2.0 text: some input of the clipped ball is not classified as `label`.
 
     input_shape / output_shape: the model's (ONNX) shapes, batch dimension included."""
-    lo, hi = clipped_box(x0, eps, input_range)
-    dims = lambda s: "[" + ",".join(str(d) for d in s) + "]"
-    lines = ["(vnnlib-version <2.0>)",
-             "(declare-network f",
-             f"    (declare-input X real {dims(input_shape)})",
-             f"    (declare-output Y real {dims(output_shape)}))"]
-    for i, (a, b) in enumerate(zip(lo, hi)):
-        x = f"X[{_index(input_shape, i)}]"
-        lines.append(f"(assert (and (>= {x} {a:f}) (<= {x} {b:f})))")
-    y = f"Y[{_index(output_shape, label)}]"
-    wins = [f"({'>=' if j < label else '>'} Y[{_index(output_shape, j)}] {y})"
-            for j in range(n_classes) if j != label]
-    lines.append(f"(assert (or {' '.join(wins)}))" if len(wins) > 1 else f"(assert {wins[0]})")
+    lines = _header(input_shape, output_shape)
+    lines += [f"(assert (and {pair}))" for pair in _ball(x0, eps, input_range, input_shape)]
+    lines.append(f"(assert {_label_change(label, n_classes, output_shape)})")
+    return "\n".join(lines) + "\n"
+
+
+def batch_query(x0s, labels, n_classes: int, eps: str | float, input_range, input_shape, output_shape) -> str:
+    """One query whose case k is sample k's robustness question (robustness_query): the engine
+    bounds every case at once and says which it refutes."""
+    lines = _header(input_shape, output_shape) + ["(assert (or"]
+    for x0, label in zip(x0s, labels):
+        lines.append(f"  (and {' '.join(_ball(x0, eps, input_range, input_shape))} "
+                     f"{_label_change(int(label), n_classes, output_shape)})")
+    lines.append("))")
     return "\n".join(lines) + "\n"
 
 

@@ -139,20 +139,34 @@ def _notes(cfg: AuditConfig, d: int) -> dict[str, str]:
     return notes
 
 
+CHUNK = 16   # samples per batch: the formal method bounds their balls at once first
+
+
+def _chunks(todo: list[int], size: int) -> list[list[int]]:
+    return [todo[k:k + size] for k in range(0, len(todo), size)]
+
+
+def _batch(x, y, idx):
+    return idx, [x[i] for i in idx], [int(y[i]) for i in idx]
+
+
 def _serial(model, cfg, x, y, todo, finished, **_):
     auditor = Auditor(model, cfg)
-    for i in todo:
-        finished(auditor.run(i, x[i], int(y[i])))
+    for idx in _chunks(todo, CHUNK):
+        for rec in auditor.run_chunk(*_batch(x, y, idx)):
+            finished(rec)
 
 
 def _pool(model, cfg, x, y, todo, finished, jobs: int, **_):
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
+    size = max(1, min(CHUNK, len(todo) // (2 * jobs)))
     with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as ex:
-        futures = [ex.submit(worker_run, model, cfg, None, i, x[i], int(y[i])) for i in todo]
+        futures = [ex.submit(worker_run, model, cfg, None, *_batch(x, y, idx)) for idx in _chunks(todo, size)]
         for f in as_completed(futures):
-            finished(f.result())
+            for rec in f.result():
+                finished(rec)
 
 
 def _ray(model, cfg, x, y, todo, finished, address: str, **_):
@@ -168,10 +182,12 @@ def _ray(model, cfg, x, y, todo, finished, address: str, **_):
                  log_to_driver=False, **({"num_cpus": 2} if address == "local" else {}))
     try:
         task = ray.remote(num_cpus=1, max_retries=0)(worker_run)
-        pending = [task.remote(model, cfg, None, i, x[i], int(y[i])) for i in todo]
+        size = max(1, min(CHUNK, len(todo) // 8))
+        pending = [task.remote(model, cfg, None, *_batch(x, y, idx)) for idx in _chunks(todo, size)]
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)
-            finished(ray.get(ready[0]))
+            for rec in ray.get(ready[0]):
+                finished(rec)
     finally:
         if owns:
             ray.shutdown()
