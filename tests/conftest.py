@@ -18,23 +18,21 @@ SHARED_BENCHMARKS = Path(__file__).resolve().parents[2] / "shared" / "benchmarks
 
 
 @functools.lru_cache(maxsize=None)
+def load_script(name: str):
+    """benchmarks/<name>.py as a module (benchmarks/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def load_make_examples():
-    """benchmarks/make_examples.py as a module (benchmarks/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("make_examples", ROOT / "benchmarks" / "make_examples.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["make_examples"] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("make_examples")
 
 
-@functools.lru_cache(maxsize=None)
 def load_digits_models():
-    """benchmarks/digits_models.py as a module."""
-    spec = importlib.util.spec_from_file_location("digits_models", ROOT / "benchmarks" / "digits_models.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["digits_models"] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("digits_models")
 
 
 @pytest.fixture(scope="session")
