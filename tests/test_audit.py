@@ -230,3 +230,19 @@ def test_l2_audit_is_sound(digits, tmp_path):
                 assert in_ball(np.array(cex, np.float32), x0, e, "l2", (0.0, 1.0))
                 assert _ort_labels(model, [np.array(cex, np.float32)])[0] != s["label"]
     assert "certified" in statuses
+
+
+def test_command_line_audit_of_the_cnn(digits, tmp_path):
+    """The whole command on an image-shaped model and data: the table on stdout, the files in DIR,
+    and a second run that finds every sample done."""
+    args = ["audit", digits["digits_cnn_ibp"], "--data", digits["digits_test_img"], "--eps", "0.02,0.05",
+            "--input-range", "0,1", "--out", tmp_path, "--limit", "3", "--timeout-per-sample", "5",
+            "--smoothing-n", "500", "-q"]
+    r = run_cli(*args)
+    assert r.returncode == 0, r.stderr
+    assert "| formal (our engine) |" in r.stdout and "| Lipschitz |" in r.stdout
+    j = json.loads((tmp_path / "report.json").read_text())
+    assert j["n"] == 3 and set(j["methods"]) == {"formal", "lipschitz", "smoothing", "attack"}
+    before = (tmp_path / "samples.jsonl").read_text()
+    r = run_cli(*args)
+    assert r.returncode == 0 and (tmp_path / "samples.jsonl").read_text() == before
