@@ -16,14 +16,12 @@ counterexample candidate for onnxruntime.
 """
 from __future__ import annotations
 
-import os
-import sys
-import threading
 
 import numpy as np
 import torch
 
 from ..bounds.rounding import coef, floor
+from .highs import thread_highs
 
 F64 = torch.float64
 
@@ -55,31 +53,9 @@ def certified_bound(w: np.ndarray, G: np.ndarray, g: np.ndarray, lo: np.ndarray,
     return bound if np.isfinite(bound) else -np.inf
 
 
-_local = threading.local()
-
-
 def _solver():
-    """This thread's HiGHS instance, emptied.  HiGHS prints a banner on stdout when an instance is
-    made, before any option can silence it (stdout carries the verdict), so the one instance is
-    made with stdout pointed at /dev/null, and then reused."""
-    h = getattr(_local, "highs", None)
-    if h is None:
-        import highspy
-
-        sys.stdout.flush()
-        saved, devnull = os.dup(1), os.open(os.devnull, os.O_WRONLY)
-        try:
-            os.dup2(devnull, 1)
-            h = highspy.Highs()
-        finally:
-            os.dup2(saved, 1)
-            os.close(saved)
-            os.close(devnull)
-        h.setOptionValue("output_flag", False)
-        h.setOptionValue("threads", 1)
-        _local.highs = h
-    h.clearModel()
-    return h
+    """This thread's HiGHS instance for leaves, emptied."""
+    return thread_highs("leaf")
 
 
 def leaf_bound(G: np.ndarray, g: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[float, np.ndarray | None]:

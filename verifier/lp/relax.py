@@ -18,9 +18,6 @@ tightness only: whatever multipliers exist are certified, else the bound is -inf
 """
 from __future__ import annotations
 
-import os
-import sys
-import threading
 import time
 from dataclasses import dataclass, replace
 from typing import Mapping
@@ -34,6 +31,7 @@ from ..bounds.rounding import coef, floor
 from ..ir import Graph
 from ..ops import RULES
 from .encode import Problem, encode, with_objective
+from .highs import thread_highs
 
 F64 = torch.float64
 _EPS = np.finfo(np.float64).eps
@@ -98,33 +96,10 @@ class LPResult:
     mu: np.ndarray | None
 
 
-_local = threading.local()
-
-
 def _highs():
-    """This thread's HiGHS instance for relaxations, emptied: one instance, made with stdout
-    pointed at /dev/null (HiGHS prints a banner when an instance is made, and stdout carries
-    the verdict), options set once: quiet, one thread, no presolve (solves are warm-started
-    from the last basis, and presolving the first one does not pay on these LPs)."""
-    h = getattr(_local, "highs", None)
-    if h is None:
-        import highspy
-
-        sys.stdout.flush()
-        saved, devnull = os.dup(1), os.open(os.devnull, os.O_WRONLY)
-        try:
-            os.dup2(devnull, 1)
-            h = highspy.Highs()
-        finally:
-            os.dup2(saved, 1)
-            os.close(saved)
-            os.close(devnull)
-        h.setOptionValue("output_flag", False)
-        h.setOptionValue("threads", 1)
-        h.setOptionValue("presolve", "off")
-        _local.highs = h
-    h.clearModel()
-    return h
+    """This thread's HiGHS instance for relaxations, emptied; no presolve (solves are
+    warm-started from the last basis, and presolving the first one does not pay on these LPs)."""
+    return thread_highs("relax", presolve="off")
 
 
 class _Model:
