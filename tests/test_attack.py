@@ -26,8 +26,8 @@ def not_the_top_class(lo: torch.Tensor, hi: torch.Tensor, n_out: int, target: in
     C = torch.zeros((K, len(others), n_out), dtype=DT)
     for q, j in enumerate(others):
         C[:, q, target], C[:, q, j] = 1.0, -1.0
-    member = torch.eye(len(others), dtype=torch.bool).expand(K, -1, -1).clone()
-    return Cases(lo, hi, C, torch.zeros((K, len(others)), dtype=DT), member,
+    conj = torch.arange(len(others)).expand(K, -1).clone()     # row q is conjunct q
+    return Cases(lo, hi, C, torch.zeros((K, len(others)), dtype=DT), conj,
                  torch.ones((K, len(others)), dtype=torch.bool), np.arange(K))
 
 

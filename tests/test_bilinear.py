@@ -129,7 +129,7 @@ def test_product_bounds_contain_samples():
         graph = graph_of(onnx.load(_model(Path(d) / "m.onnx", "Mul")))
     lo, hi = -torch.ones(1, 3, dtype=torch.float64), torch.ones(1, 3, dtype=torch.float64)
     C = torch.cat([torch.eye(4), -torch.eye(4)]).to(torch.float64).unsqueeze(0)
-    cs = Cases(lo, hi, C, torch.zeros(1, 8, dtype=torch.float64), torch.ones(1, 1, 8, dtype=torch.bool),
+    cs = Cases(lo, hi, C, torch.zeros(1, 8, dtype=torch.float64), torch.zeros(1, 8, dtype=torch.long),
                torch.ones(1, 1, dtype=torch.bool), np.zeros(1, dtype=np.int64))
     lb, _ = crown_lower(graph, cs)
     ylo, yhi = interval_bounds(graph, lo, hi)[graph.output_name]

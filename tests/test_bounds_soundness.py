@@ -102,7 +102,7 @@ def attack_points(graph, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, st
     K = B * q
     rep = lambda t: t.repeat_interleave(q, dim=0)  # noqa: E731
     cases = Cases(rep(lo), rep(hi), C.reshape(K, 1, n_out), torch.full((K, 1), 1e6, dtype=DT),
-                  torch.ones((K, 1, 1), dtype=torch.bool), torch.ones((K, 1), dtype=torch.bool),
+                  torch.zeros((K, 1), dtype=torch.long), torch.ones((K, 1), dtype=torch.bool),
                   np.arange(K))
     cfg = AttackConfig(samples=16, restarts=3, steps=steps, search_steps=0)  # PGD points only
     x, _ = attack(graph, cases, Deadline(120.0), cfg, torch.Generator().manual_seed(0))
@@ -327,7 +327,7 @@ def test_incomplete_crown_lower_intersects_ibp(kind):
                                       dtype=DT)], dim=1)
         B, q = rows.shape[:2]
         d = torch.randn((B, q), generator=torch.Generator().manual_seed(seed + 1), dtype=DT)
-        cases = Cases(lo, hi, rows, d, torch.ones((B, 1, q), dtype=torch.bool), torch.ones((B, 1), dtype=torch.bool),
+        cases = Cases(lo, hi, rows, d, torch.zeros((B, q), dtype=torch.long), torch.ones((B, 1), dtype=torch.bool),
                       np.arange(B))
         lb, _ = crown_lower(graph, cases)
         ibp = ibp_lower(graph, cases)

@@ -31,17 +31,15 @@ def _problem(seed: int, n_in: int, n_boxes: int):
     hi = torch.as_tensor(centre + radius)
     Q, J = 4, 2
     C = torch.as_tensor(rng.normal(size=(n_boxes, Q, 4)))
-    member = torch.zeros((n_boxes, J, Q), dtype=torch.bool)
-    member[:, 0, :2] = True
-    member[:, 1, 2:] = True
-    return rng, graph, lo, hi, C, member
+    conj = torch.tensor([0, 0, 1, 1]).expand(n_boxes, Q).clone()   # rows 0, 1: conjunct 0; rows 2, 3: conjunct 1
+    return rng, graph, lo, hi, C, conj
 
 
 @settings(max_examples=30, deadline=None)
 @given(st.integers(0, 10_000), st.integers(1, 5), st.floats(0.02, 0.6))
 def test_clipped_boxes_keep_every_violating_point(seed, n_in, quantile):
     n_boxes = 6
-    rng, graph, lo, hi, C, member = _problem(seed, n_in, n_boxes)
+    rng, graph, lo, hi, C, conj = _problem(seed, n_in, n_boxes)
     u = torch.as_tensor(rng.uniform(size=(n_boxes, 4000, n_in)))
     corners = torch.as_tensor(rng.integers(0, 2, size=(n_boxes, 64, n_in)).astype(np.float64))
     x = lo.unsqueeze(1) + (hi - lo).unsqueeze(1) * torch.cat([u, corners], 1)
@@ -49,7 +47,7 @@ def test_clipped_boxes_keep_every_violating_point(seed, n_in, quantile):
     y = forward(graph, x.reshape(-1, n_in)).reshape(n_boxes, -1, 4)
     rows = torch.einsum("kqn,krn->krq", C, y)
     d = -torch.quantile(rows, quantile, dim=1)             # each row holds on a fraction of the points
-    cs = Cases(lo, hi, C, d, member, torch.ones((n_boxes, 2), dtype=torch.bool), np.arange(n_boxes))
+    cs = Cases(lo, hi, C, d, conj, torch.ones((n_boxes, 2), dtype=torch.bool), np.arange(n_boxes))
     record: dict = {}
     pre = crown_intermediate(graph, lo, hi)
     lb = crown_output(graph, lo, hi, C, pre, record=record) + d
@@ -57,7 +55,7 @@ def test_clipped_boxes_keep_every_violating_point(seed, n_in, quantile):
     new_lo, new_hi, valid = clip_boxes(cs, lb, A, 1e-9)
     values = rows + d.unsqueeze(1)                          # (K, R, Q)
     for j in range(2):
-        bad = (values[..., member[0, j]] <= 0).all(-1)      # (K, R) points violating conjunct j
+        bad = (values[..., conj[0] == j] <= 0).all(-1)      # (K, R) points violating conjunct j
         inside = ((x >= new_lo.unsqueeze(1)) & (x <= new_hi.unsqueeze(1))).all(-1)
         assert bool((inside | ~bad).all()), "a violating point was clipped away"
         assert bool((valid[:, j] | ~bad.any(1)).all()), "a conjunct with a violating point was refuted"

@@ -138,12 +138,13 @@ def random_problem(seed: int, dtype: torch.dtype, offset: float, tiny_w: float, 
     return graph, lo, hi, C, d, rng
 
 
-def as_cases(lo, hi, C, d, dtype, member=None) -> Cases:
+def as_cases(lo, hi, C, d, dtype, conj=None) -> Cases:
+    """One case; conj (Q,): the conjunct of each row (default: each row its own)."""
     t = lambda a: torch.as_tensor(np.asarray(a), dtype=dtype)  # noqa: E731
     Q = C.shape[0]
-    member = torch.eye(Q, dtype=torch.bool).unsqueeze(0) if member is None else member
-    J = member.shape[1]
-    return Cases(t(lo)[None], t(hi)[None], t(C)[None], t(d)[None], member, torch.ones(1, J, dtype=torch.bool),
+    conj = torch.arange(Q) if conj is None else torch.as_tensor(conj)
+    J = int(conj.max()) + 1
+    return Cases(t(lo)[None], t(hi)[None], t(C)[None], t(d)[None], conj[None], torch.ones(1, J, dtype=torch.bool),
                  np.arange(1))
 
 
@@ -314,8 +315,9 @@ def test_clipped_boxes_keep_exact_counterexamples(one_torch_thread, seed, dtype,
     graph, lo, hi, C, d, rng = random_problem(seed, dtype, offset, tiny_w, radius)
     pts = points(lo, hi, rng, n_random=12)
     rows = exact_rows(graph, C, d, pts)
-    member = torch.tensor([[[True, True, False], [False, True, True]]])
-    cs = as_cases(lo, hi, C, d, dtype, member)
+    groups = ([0, 1], [1, 2])               # conjunct j's rows; row 1 is in both: stacked twice
+    rows_of = groups[0] + groups[1]
+    cs = as_cases(lo, hi, C[rows_of], d[rows_of], dtype, [0, 0, 1, 1])
     with flushing(flush), torch.no_grad():
         record: dict = {}
         pre = crown_intermediate(graph, cs.lo, cs.hi)
@@ -324,7 +326,7 @@ def test_clipped_boxes_keep_exact_counterexamples(one_torch_thread, seed, dtype,
     nlo, nhi = new_lo[0].tolist(), new_hi[0].tolist()
     for x, row in zip(pts, rows):
         for j in range(2):
-            if all(row[q] <= 0 for q in range(3) if member[0, j, q]):
+            if all(row[q] <= 0 for q in groups[j]):
                 assert bool(valid[0, j]), f"conjunct {j} refuted but {x} violates it"
                 assert all(Fraction(a) <= fr(v) <= Fraction(b) for a, v, b in zip(nlo, x, nhi)), \
                     f"{x} violates conjunct {j} but lies outside the clipped box {nlo}, {nhi}"
@@ -384,8 +386,7 @@ def test_gamma_is_an_upper_bound():
 
 # --------------------------------------------------------------------------- (c) NaN and infinity
 def test_nan_and_infinite_bounds_never_refute():
-    cs = as_cases(np.zeros(1), np.ones(1), np.eye(5), np.zeros(5), F64,
-                  member=torch.eye(5, dtype=torch.bool).unsqueeze(0))
+    cs = as_cases(np.zeros(1), np.ones(1), np.eye(5), np.zeros(5), F64)
     lb = torch.tensor([[math.nan, math.inf, -math.inf, 0.0, 1e-300]], dtype=F64)
     assert conjuncts_refuted(cs, lb, bound_tolerance(F64))[0].tolist() == [False, False, False, False, True]
     assert bound_tolerance(F64) == 0.0 and bound_tolerance(F32) == 0.0
@@ -443,10 +444,10 @@ def test_branching_splits_a_neuron_with_nan_bounds():
     cs = as_cases(np.zeros(1), np.ones(1), np.ones((1, 2)), np.zeros(1), F64)
     splits = {"r0": torch.tensor([[1, 0]], dtype=torch.int8)}
     pre = {"r0": (torch.tensor([[0.5, math.nan]], dtype=F64), torch.tensor([[1.0, math.nan]], dtype=F64))}
-    record = {"r0": torch.tensor([[[1.0, 1.0]]], dtype=F64)}
+    coeffs = {"r0": torch.tensor([[1.0, 1.0]], dtype=F64)}     # the weakest row's, per domain
     relu = SimpleNamespace(name="r0", op="Relu", inputs=["x"], shape=(2,))
     q = SimpleNamespace(graph=SimpleNamespace(by_name={"r0": relu}))
-    names, layer, idx, point = _branch(q, Domains(cs, splits, None), torch.tensor([[-1.0]], dtype=F64), record, pre)
+    names, layer, idx, point = _branch(q, Domains(cs, splits, None), coeffs, pre)
     assert int(layer[0]) == 0 and int(idx[0]) == 1 and float(point[0]) == 0.0
 
 

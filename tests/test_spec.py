@@ -37,11 +37,10 @@ def test_violation_and_refutation_follow_the_disjunction():
     assert v[0] <= 0 and v[1] > 0 and v[2] <= 0 and v[3] > 0
     # refuting the first conjunct alone does not refute the case
     lb = torch.full((1, cs.C.shape[1]), -1.0, dtype=torch.float64)
-    first = cs.member[0, 0]
-    lb[0, first.nonzero()[0]] = 1.0
+    lb[0, (cs.conj[0] == 0).nonzero()[0]] = 1.0
     assert conjuncts_refuted(cs, lb, 1e-9)[0].tolist() == [True, False]
     assert not bool(refuted(cs, lb, 1e-9)[0])
-    lb[0, cs.member[0, 1].nonzero()[0]] = 1.0
+    lb[0, (cs.conj[0] == 1).nonzero()[0]] = 1.0
     assert bool(refuted(cs, lb, 1e-9)[0])
     # +inf and NaN prove nothing
     assert not bool(refuted(cs, torch.full_like(lb, float("nan")), 1e-9)[0])

@@ -92,7 +92,8 @@ def _engine_options(p: argparse.ArgumentParser) -> None:
                         "(HiGHS; each bound rebuilt from the duals by our own code)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--memory-mb", type=float, default=0.0, metavar="MB",
-                   help="memory the open branch-and-bound domains may hold (default: 40%% of RAM, "
+                   help="memory the engine may hold for a query: the property's rows, the open branch-and-bound "
+                        "domains and each pass's working tensors, chunked to fit (default: 40%% of RAM, "
                         "or half the free GPU memory)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
 
@@ -257,6 +258,10 @@ def cmd_verify(args, started: float) -> int:
         if watchdog is not None and not watchdog.claim():
             return 0
         return _fail(str(e))
+    except MemoryError as e:   # the query (its text, say) does not fit the machine: a verdict, not a bug
+        if watchdog is not None and not watchdog.claim():
+            return 0
+        return _out_of_memory(e, lambda: print(spell(Verdict.UNKNOWN, Dialect.STANDARD)))
     if watchdog is not None and not watchdog.claim():
         return 0    # the watchdog answered (timed-out) and is ending the process
     print(spell(result.verdict, Dialect.STANDARD))
@@ -269,6 +274,14 @@ def cmd_verify(args, started: float) -> int:
     sys.stdout.flush()
     logging.getLogger("verifier").info("%s in %.2f s%s", result.verdict.value, time.monotonic() - started,
                                        f" ({result.reason})" if result.reason else "")
+    return 0
+
+
+def _out_of_memory(e: MemoryError, answer) -> int:
+    """Answer unknown for a query the machine could not hold, with the reason on stderr."""
+    answer()
+    print(f"verifier: out of memory: {e or 'the machine could not allocate what the query needs'}: unknown",
+          file=sys.stderr)
     return 0
 
 
@@ -297,6 +310,11 @@ def cmd_vnncomp(args, started: float) -> int:
             return 0
         _write_atomic(args.result_file, "error\n")
         return _fail(str(e))
+    except MemoryError as e:
+        if watchdog is not None and not watchdog.claim():
+            return 0
+        text = spell(Verdict.UNKNOWN, Dialect.VNNCOMP)
+        return _out_of_memory(e, lambda: (_write_atomic(args.result_file, text + "\n"), print(text)))
     if watchdog is not None and not watchdog.claim():
         return 0
     text = spell(result.verdict, Dialect.VNNCOMP) + "\n"

@@ -39,7 +39,8 @@ class BabConfig:
     enabled: bool = True
     batch: int = 2048            # domains bounded at once
     max_domains: int = 400_000   # open-domain cap; beyond it we answer unknown
-    memory_mb: float = 0.0       # memory the open domains may hold (0: 40 % of RAM, half the free GPU memory)
+    memory_mb: float = 0.0       # memory a query may hold: rows, open domains, each pass's working tensors
+    #                              (0: 40 % of RAM, half the free GPU memory; budget.memory_budget)
     input_split_max_dim: int = 64  # inputs of at most this many elements use input splitting
     branching: str = "auto"      # auto (by input_split_max_dim) | input | activation
     input_split_bounds: str = "backward"  # intermediate bounds in input BaB: backward | forward | hybrid

@@ -16,7 +16,7 @@ from vnnlib.property import Property
 from .attack import AttackConfig, attack
 from .bab.domains import take_bounds, weakest_open_bound
 from .bounds.alpha import alpha_intermediate
-from .budget import Deadline, OutOfTime
+from .budget import Deadline, OutOfTime, memory_budget, working_memory
 from .config import VerifyConfig
 from .confirm import ReferenceModel, confirm_sat
 from .incomplete import alpha_crown_lower, crown_lower, ibp_lower
@@ -56,6 +56,27 @@ class Query:
     @property
     def tol(self) -> float:
         return bound_tolerance(self.dtype)
+
+    @property
+    def memory(self) -> int:
+        """Bytes one pass (a bound, an attack step) may use: a share of the query's budget."""
+        return working_memory(memory_budget(self.device, self.cfg.bab.memory_mb))
+
+
+def within_memory(stage):
+    """A query that does not fit the memory budget (--memory-mb), even in chunks, or that the
+    machine cannot hold, is answered unknown, with the reason on stderr."""
+    import functools
+
+    @functools.wraps(stage)
+    def run(q: Query, *args) -> Result:
+        try:
+            return stage(q, *args)
+        except MemoryError as e:
+            why = f"out of memory: {e or 'the machine could not allocate what the query needs'}"
+            log.warning("%s: unknown", why)
+            return Result(Verdict.UNKNOWN, reason=why)
+    return run
 
 
 def choose_device(name: str) -> torch.device:
@@ -112,7 +133,7 @@ def stage_attack(q: Query, cases: Cases, cfg: AttackConfig | None = None, round_
     """round_ varies the random stream when the same cases are attacked again."""
     fast = _as_float32(cases)
     xs, vs = attack(q.fast_graph, fast, q.deadline, cfg or q.cfg.attack,
-                    torch.Generator(device=cases.lo.device).manual_seed(q.cfg.seed + 7919 * round_))
+                    torch.Generator(device=cases.lo.device).manual_seed(q.cfg.seed + 7919 * round_), q.memory)
     if len(vs):
         best = float(vs.min())
         q.stats["attack_best"] = min(best, q.stats.get("attack_best", best))
@@ -156,7 +177,7 @@ def stage_bounds(q: Query, cases: Cases, corners: bool = True) -> tuple[np.ndarr
     try the box corners CROWN points at as counterexamples (raises Found)."""
     open_idx = np.arange(len(cases))
     with torch.no_grad():
-        done = refuted(cases, ibp_lower(q.graph, cases), q.tol).cpu().numpy()
+        done = refuted(cases, ibp_lower(q.graph, cases, q.memory), q.tol).cpu().numpy()
     open_idx = open_idx[~done]
     q.stats["open_after_ibp"] = int(open_idx.size)
     log.info("IBP: %d of %d cases open", open_idx.size, len(cases))
@@ -165,7 +186,7 @@ def stage_bounds(q: Query, cases: Cases, corners: bool = True) -> tuple[np.ndarr
     q.deadline.check()
     sub = cases.select(open_idx)
     record: dict = {}
-    lb, pre = crown_lower(q.graph, sub, q.deadline, record)
+    lb, pre = crown_lower(q.graph, sub, q.deadline, record, q.memory)
     done = refuted(sub, lb, q.tol).cpu().numpy()
     if corners and not done.all() and q.graph.input_name in record:
         found = stage_corners(q, sub, lb, record[q.graph.input_name])
@@ -179,7 +200,8 @@ def stage_bounds(q: Query, cases: Cases, corners: bool = True) -> tuple[np.ndarr
         return open_idx[keep], pre
     q.deadline.check()
     sub = sub.select(keep)
-    lb = torch.maximum(alpha_crown_lower(q.graph, sub, pre, q.cfg.alpha_cfg, q.deadline, q.tol), lb[keep])
+    lb = torch.maximum(alpha_crown_lower(q.graph, sub, pre, q.cfg.alpha_cfg, q.deadline, q.tol, q.memory, lb[keep]),
+                       lb[keep])
     done2 = refuted(sub, lb, q.tol).cpu().numpy()
     if not done2.all() and q.cfg.alpha_cfg.intermediate_iterations > 0 and not q.deadline.expired():
         # optimised slopes for the intermediate bounds too: dearer, so only where the cheap form failed
@@ -187,7 +209,7 @@ def stage_bounds(q: Query, cases: Cases, corners: bool = True) -> tuple[np.ndarr
                                  replace(q.cfg.alpha_cfg, iterations=q.cfg.alpha_cfg.intermediate_iterations),
                                  q.deadline)
         q.deadline.check()
-        lb = torch.maximum(alpha_crown_lower(q.graph, sub, pre, q.cfg.alpha_cfg, q.deadline, q.tol), lb)
+        lb = torch.maximum(alpha_crown_lower(q.graph, sub, pre, q.cfg.alpha_cfg, q.deadline, q.tol, q.memory, lb), lb)
         done2 = refuted(sub, lb, q.tol).cpu().numpy()
     q.stats["open_after_alpha"] = int((~done2).sum())
     log.info("alpha-CROWN: %d of %d cases open", (~done2).sum(), len(cases))
@@ -234,7 +256,7 @@ def stage_lp(q: Query, sub: Cases, pre: dict, lb: torch.Tensor, idx: np.ndarray)
         log.info("LP: skipped (%s)", e)
         return lb, pre
     q.deadline.check()
-    again = alpha_crown_lower(q.graph, sub, pre, q.cfg.alpha_cfg, q.deadline, q.tol)
+    again = alpha_crown_lower(q.graph, sub, pre, q.cfg.alpha_cfg, q.deadline, q.tol, q.memory, lb)
     return torch.maximum(lb, again), pre
 
 
@@ -271,6 +293,7 @@ def searched_region(prop: Property, width: float) -> Property:
     return replace(prop, cases=tuple(cases))
 
 
+@within_memory
 def search(q: Query, why: str) -> Result:
     """For a query with unbounded inputs: attacks over finite regions of growing width
     (searched_region), each candidate confirmed against the query as written (its unbounded
@@ -319,6 +342,7 @@ def refute_in_ball(q: Query, centre: np.ndarray, radius: float) -> Result:
         return Result(Verdict.TIMEOUT)
 
 
+@within_memory
 def refute_each(q: Query) -> Result:
     """Bounds only (IBP, CROWN, alpha-CROWN, the LP stage when enabled), every case at once:
     q.stats["refuted"] holds, per case of the property, whether it is refuted.  UNSAT when all
@@ -338,6 +362,7 @@ def refute_each(q: Query) -> Result:
     return Result(Verdict.UNSAT if refuted_.all() else Verdict.UNKNOWN)
 
 
+@within_memory
 def decide(q: Query) -> Result:
     """The verdict for a loaded query; never raises OutOfTime."""
     try:

@@ -23,13 +23,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..bounds.alpha import alpha_lower
-from ..bounds.backward import crown_intermediate, crown_output
+from ..bounds.backward import crown_intermediate
 from ..bounds.rounding import lower, clean_bounds
-from ..spec import Cases, conjuncts_refuted
+from ..budget import memory_budget, working_memory
+from ..incomplete import alpha_crown_lower, case_bytes, intermediate_elems, output_lower, row_coefficients
+from ..spec import Cases, conjuncts_refuted, open_rows
 from ..verdict import Result, Verdict
-from .domains import (AdaptiveBatch, Progress, cat_bounds, cat_cases, lower_bound_minimisers, memory_budget,
-                      nbytes, next_batch, take_bounds, violations, weakest_open_bound)
+from .domains import (AdaptiveBatch, Progress, cat_bounds, cat_cases, nbytes, next_batch, take_bounds, violations,
+                      weakest_open_bound)
 
 INF = float("inf")
 
@@ -118,20 +119,22 @@ def _clamps(d: Domains) -> dict:
     return out
 
 
-def _intermediate(q, d: Domains) -> dict[str, tuple[Tensor, Tensor]]:
+def _intermediate(q, d: Domains, memory: int | None = None) -> dict[str, tuple[Tensor, Tensor]]:
     """Activation input bounds of each domain.  A child differs from its parent by one split, so
     only the activations from its `fresh` index on are recomputed (the earlier ones' bounds
     would come out the same); domains are grouped by that index."""
     cs, clamps = d.cs, _clamps(d)
+    # half of memory for the batch's own bounds, half for the back-substitution's chunks
+    elems = intermediate_elems(None if memory is None else memory // 2, cs.lo.element_size())
     if d.pre is None or d.fresh is None:
-        return crown_intermediate(q.graph, cs.lo, cs.hi, fixed=clamps, deadline=q.deadline)
+        return crown_intermediate(q.graph, cs.lo, cs.hi, fixed=clamps, deadline=q.deadline, budget_elems=elems)
     names = list(d.splits)
     for first in sorted(set(d.fresh.tolist())):
         if first >= len(names):
             continue
         sel = (d.fresh == first).nonzero().flatten()
         part = crown_intermediate(q.graph, cs.lo[sel], cs.hi[sel], fixed=take_bounds(clamps, sel),
-                                  deadline=q.deadline, first=first)
+                                  deadline=q.deadline, first=first, budget_elems=elems)
         for key, (plo, phi) in part.items():
             if not isinstance(key, str) or key in names[first:]:
                 if key not in clamps:
@@ -141,44 +144,42 @@ def _intermediate(q, d: Domains) -> dict[str, tuple[Tensor, Tensor]]:
     return clamps
 
 
-def _bound(q, d: Domains, alpha_iters: int):
+def _bound(q, d: Domains, alpha_iters: int, memory: int):
+    """(lb (N, Q), activation input bounds, the optimised slopes and betas or None), the rows
+    bounded in blocks within memory bytes."""
     cs = d.cs
-    record: dict = {}
     warm: dict = {}
     with torch.no_grad():
-        pre = _intermediate(q, d)
-        lb = lower(crown_output(q.graph, cs.lo, cs.hi, cs.C, pre, record=record) + cs.d)  # + d rounds once more
+        pre = _intermediate(q, d, memory)
+        lb = output_lower(q.graph, cs, pre, memory)
     if alpha_iters > 0:
         cfg = replace(q.cfg.alpha_cfg, iterations=alpha_iters)
-        valid = cs.valid
-        lb = torch.maximum(lb, alpha_lower(
-            q.graph, cs.lo, cs.hi, cs.C, cs.d, pre, cfg, q.deadline,
-            lambda b: bool((conjuncts_refuted(cs, b, q.tol) | ~valid).all()), signs=d.splits,
-            warm=d.warm, keep=warm, points=d.points or None))
-    return lb, record, pre, warm or None
+        lb = torch.maximum(lb, alpha_crown_lower(q.graph, cs, pre, cfg, q.deadline, q.tol, memory, prior=lb,
+                                                 signs=d.splits, warm=d.warm, keep=warm, points=d.points or None))
+    return lb, pre, warm or None
 
 
-def _branch(q, d: Domains, lb: Tensor, record: dict, pre: dict):
+def _branch(q, d: Domains, coeffs: dict, pre: dict):
     """(activation names, (N,) layer index into them, (N,) flat neuron index, (N,) split point)
     for each domain: the split with the largest estimated gain (ActivationRule.branch_gain) for
-    its weakest open row; the layer index is -1 where no activation can be split any more."""
+    its weakest open row, whose CROWN coefficients coeffs[name] (N, *shape) are; the layer index
+    is -1 where no activation can be split any more."""
     from ..ops import RULES, side_boxes
 
     cs = d.cs
     N = len(cs)
-    open_rows = (cs.member & cs.valid.unsqueeze(-1)).any(1)
-    worst = torch.where(open_rows, lb, INF).argmin(-1)
-    best_score = torch.full((N,), -1.0, dtype=lb.dtype, device=lb.device)
-    best_layer = torch.full((N,), -1, dtype=torch.long, device=lb.device)
-    best_idx = torch.zeros(N, dtype=torch.long, device=lb.device)
-    best_point = torch.zeros(N, dtype=lb.dtype, device=lb.device)
+    like = cs.d
+    best_score = torch.full((N,), -1.0, dtype=like.dtype, device=like.device)
+    best_layer = torch.full((N,), -1, dtype=torch.long, device=like.device)
+    best_idx = torch.zeros(N, dtype=torch.long, device=like.device)
+    best_point = torch.zeros(N, dtype=like.dtype, device=like.device)
     names = list(d.splits)
-    rows = torch.arange(N, device=lb.device)
+    rows = torch.arange(N, device=like.device)
     for li, name in enumerate(names):
         node = q.graph.by_name[name]
-        if name not in record:
+        if name not in coeffs:
             continue
-        out = RULES[node.op].branch_gain(node, pre[name][0], pre[name][1], record[name][rows, worst],
+        out = RULES[node.op].branch_gain(node, pre[name][0], pre[name][1], coeffs[name],
                                          *side_boxes(q.graph, node, pre))
         if out is None:
             continue
@@ -188,7 +189,7 @@ def _branch(q, d: Domains, lb: Tensor, record: dict, pre: dict):
         best_score = torch.where(better, s, best_score)
         best_layer = torch.where(better, li, best_layer)
         best_idx = torch.where(better, i, best_idx)
-        best_point = torch.where(better, point[rows, i].to(lb.dtype), best_point)
+        best_point = torch.where(better, point[rows, i].to(like.dtype), best_point)
     return names, best_layer, best_idx, best_point
 
 
@@ -257,10 +258,10 @@ def _settle_leaf(q, leaf: Domains, pre: dict):
     rows_A, rows_e = _affine_forms(q, leaf, pre, q.graph.output_name,
                                    cs.C.reshape((1, cs.C.shape[1]) + q.graph.output_shape), cs.d)
     lo, hi = cs.lo[0].reshape(-1).cpu().numpy(), cs.hi[0].reshape(-1).cpu().numpy()
-    member, valid = cs.member[0].cpu().numpy(), cs.valid[0].cpu().numpy()
+    conj, valid = cs.conj[0].cpu().numpy(), cs.valid[0].cpu().numpy()
     for j in np.nonzero(valid)[0]:
-        G = np.vstack([rows_A[member[j]]] + G_split)
-        g = np.concatenate([rows_e[member[j]]] + g_split)
+        G = np.vstack([rows_A[conj == j]] + G_split)
+        g = np.concatenate([rows_e[conj == j]] + g_split)
         bound, x = leaf_bound(G, g, lo, hi)
         if bound > q.tol:
             continue
@@ -317,12 +318,15 @@ def activation_split_bab(q, cases: Cases, pre: dict | None = None) -> Result:
     progress = Progress()
     size = AdaptiveBatch(16, cfg.batch)
     budget = memory_budget(cases.lo.device, cfg.memory_mb)
+    work = working_memory(budget)
+    size.cap = min(size.cap, max(1, work // (2 * case_bytes(q.graph, cases.lo.element_size()))))
+    size.size = min(size.size, size.cap)
     while stack:
         batch, stack = next_batch(q, stack, size.size, _join)
         if batch is None:
             return Result(Verdict.UNKNOWN, reason="too many open domains")
         t0 = time.monotonic()
-        lb, record, pre, warm = _bound(q, batch, alpha_iters=q.cfg.bab_alpha_iterations)
+        lb, pre, warm = _bound(q, batch, q.cfg.bab_alpha_iterations, work)
         size.update(len(batch), time.monotonic() - t0)
         cs = batch.cs
         valid = cs.valid & ~conjuncts_refuted(cs, lb, q.tol)
@@ -334,13 +338,15 @@ def activation_split_bab(q, cases: Cases, pre: dict | None = None) -> Result:
         idx = open_.nonzero().flatten().cpu().numpy()
         kept = Domains(replace(cs, valid=valid), batch.splits, None, warm, batch.fresh, batch.points).take(idx)
         lb_k = lb[idx]
-        rec_k = {k: v[idx] for k, v in record.items()}
         pre_k = take_bounds(pre, idx)
-        x = lower_bound_minimisers(kept.cs, lb_k, rec_k[q.graph.input_name])
+        # the weakest open row of each domain: its CROWN coefficients choose the split, and the
+        # box corner that minimises its linear bound is a cheap, often excellent candidate
+        coeffs = row_coefficients(q.graph, kept.cs, pre_k, torch.where(open_rows(kept.cs), lb_k, INF).argmin(-1))
+        x = torch.where(coeffs[q.graph.input_name] > 0, kept.cs.lo, kept.cs.hi)
         found = try_confirm(q, kept.cs, x, violations(q.graph, kept.cs, x))
         if found is not None:
             return found
-        names, layer, neuron, point = _branch(q, kept, lb_k, rec_k, pre_k)
+        names, layer, neuron, point = _branch(q, kept, coeffs, pre_k)
         leaf = (layer < 0).cpu().numpy()
         if leaf.any() and not kinks_only:
             raise Exhausted("an open domain has no activation left worth splitting")
@@ -358,7 +364,7 @@ def activation_split_bab(q, cases: Cases, pre: dict | None = None) -> Result:
             pre_k = take_bounds(pre_k, inner)
             layer, neuron, point = layer[inner], neuron[inner], point[inner]
         stack.append(_children(kept, pre_k, names, layer, neuron, point))
-        if not _fit_memory(stack, budget):
+        if not _fit_memory(stack, budget - work):
             return Result(Verdict.UNKNOWN, reason="the open domains outgrow the memory budget")
         progress.maybe("activation BaB: %d open domains after %d rounds (%d bounded, %d LP leaves), worst bound %.4g",
                        sum(len(s) for s in stack), rounds, domains, q.stats.get("lp_leaves", 0),

@@ -20,10 +20,10 @@ import torch
 from torch import Tensor
 
 from ..bounds.rounding import coef, floor, lower, magnitude, upper
-from ..spec import Cases
+from ..spec import Cases, conjunct_max, open_rows
 
 PASSES = 3
-MAX_WORK = 1 << 16  # conjuncts x rows x input elements per domain beyond which clipping is skipped
+MAX_WORK = 1 << 16  # rows x input elements per domain beyond which clipping is skipped
 
 
 def _box_terms(a: Tensor, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
@@ -38,22 +38,35 @@ def _box_terms(a: Tensor, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _row_lower(a: Tensor, c: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
-    """Rigorous min over the box of a . x + c: a (N, J, Q, n), c (N, 1, Q), boxes (N, J, n) -> (N, J, Q)."""
-    s, err = _box_terms(a, lo.unsqueeze(2), hi.unsqueeze(2))
+    """Rigorous min over a box of a . x + c, each row over its own box: a (N, Q, n), c (N, Q),
+    boxes (N, Q, n) -> (N, Q)."""
+    s, err = _box_terms(a, lo, hi)
     return lower(c + s, err + coef(1, 1, a.dtype) * c.abs())
 
 
-def _cut(lo: Tensor, hi: Tensor, a: Tensor, g: Tensor, pos: Tensor, neg: Tensor) -> tuple[Tensor, Tensor]:
-    """The box cut by the half-spaces: a coordinate with a_i > 0 rises at most g / a_i above its
-    lower end, rounded up (a quotient and a sum: 2u of |lo| + g / a_i, plus tiny); a_i < 0 the
-    mirror image.  A rounding that loses g / a altogether (g / a below tiny) is in the tiny."""
+def _cut(lo: Tensor, hi: Tensor, a: Tensor, g: Tensor, pos: Tensor, neg: Tensor, slot: Tensor
+         ) -> tuple[Tensor, Tensor]:
+    """The conjuncts' boxes (N, J, n) cut by the half-spaces of their rows: a coordinate with
+    a_i > 0 rises at most g / a_i above its lower end, rounded up (a quotient and a sum: 2u of
+    |lo| + g / a_i, plus tiny); a_i < 0 the mirror image.  A rounding that loses g / a
+    altogether (g / a below tiny) is in the tiny.  Row r cuts the box of its conjunct,
+    slot[:, r] - 1 ((N, Q, n) index into J + 1 slots, slot 0 for rows that cut nothing)."""
     step = g / a.abs()
-    lo2, hi2 = lo.unsqueeze(2), hi.unsqueeze(2)
-    new_hi = upper(lo2 + step, coef(2, 1, a.dtype) * (lo2.abs() + step) + 4 * floor(a.dtype, 1))
-    new_lo = lower(hi2 - step, coef(2, 1, a.dtype) * (hi2.abs() + step) + 4 * floor(a.dtype, 1))
-    upper_ = torch.where(pos, new_hi, torch.inf).amin(2)
-    lower_ = torch.where(neg, new_lo, -torch.inf).amax(2)
+    lo_r, hi_r = _per_row(lo, slot), _per_row(hi, slot)
+    new_hi = upper(lo_r + step, coef(2, 1, a.dtype) * (lo_r.abs() + step) + 4 * floor(a.dtype, 1))
+    new_lo = lower(hi_r - step, coef(2, 1, a.dtype) * (hi_r.abs() + step) + 4 * floor(a.dtype, 1))
+    N, J, n = lo.shape
+    upper_ = lo.new_full((N, J + 1, n), torch.inf).scatter_reduce(
+        1, slot, torch.where(pos, new_hi, torch.inf), "amin", include_self=True)[:, 1:]
+    lower_ = lo.new_full((N, J + 1, n), -torch.inf).scatter_reduce(
+        1, slot, torch.where(neg, new_lo, -torch.inf), "amax", include_self=True)[:, 1:]
     return torch.maximum(lo, lower_), torch.minimum(hi, upper_)
+
+
+def _per_row(box: Tensor, slot: Tensor) -> Tensor:
+    """The box (N, J, n) of each row's conjunct: (N, Q, n) (slot 0, no conjunct: the first box,
+    whose use the caller masks)."""
+    return torch.gather(box, 1, (slot - 1).clamp(min=0))
 
 
 def clip_boxes(cs: Cases, lb: Tensor, A: Tensor, tol: float) -> tuple[Tensor, Tensor, Tensor]:
@@ -63,24 +76,26 @@ def clip_boxes(cs: Cases, lb: Tensor, A: Tensor, tol: float) -> tuple[Tensor, Te
     emptied).  A row counts as met where it is <= tol (0: bound_tolerance)."""
     N, Q = lb.shape
     shape = cs.lo.shape[1:]
-    J = cs.member.shape[1]
+    J = cs.valid.shape[1]
     n = cs.lo[0].numel()
-    if N == 0 or J * Q * n > MAX_WORK:
+    if N == 0 or Q * n > MAX_WORK:
         return cs.lo, cs.hi, cs.valid
     lo0, hi0 = cs.lo.reshape(N, 1, n), cs.hi.reshape(N, 1, n)
-    a = A.reshape(N, 1, Q, n).expand(N, J, Q, n)
+    a = A.reshape(N, Q, n)
     # c with a . x + c <= row(x) on the domain: lb <= (the bound's constant) + min over the box of
     # a . x, so c = lb - (that minimum), rounded down, will do
-    s, err = _box_terms(a[:, 0], lo0, hi0)
-    c = lower(lb - tol - s, err + coef(2, 1, lb.dtype) * (lb.abs() + tol)).unsqueeze(1)
-    usable = torch.isfinite(c[:, 0]) & torch.isfinite(a[:, 0]).all(-1)
-    rows = cs.member & usable.unsqueeze(1) & cs.valid.unsqueeze(-1)          # (N, J, Q) rows that cut
+    s, err = _box_terms(a, lo0, hi0)
+    c = lower(lb - tol - s, err + coef(2, 1, lb.dtype) * (lb.abs() + tol))
+    usable = torch.isfinite(c) & torch.isfinite(a).all(-1)
+    rows = open_rows(cs) & usable                                           # (N, Q) rows that cut
+    slot = torch.where(rows, cs.conj + 1, 0).unsqueeze(-1).expand(N, Q, n)
     lo, hi = lo0.expand(N, J, n).clone(), hi0.expand(N, J, n).clone()
     pos, neg = (a > 0) & rows.unsqueeze(-1), (a < 0) & rows.unsqueeze(-1)
     for _ in range(PASSES):
-        g = (-_row_lower(a, c, lo, hi)).clamp_min(0).unsqueeze(-1)          # (N, J, Q, 1)
-        lo, hi = _cut(lo, hi, a, g, pos, neg)
-    emptied = (lo > hi).any(-1) | (rows & (_row_lower(a, c, lo, hi) > 0)).any(-1)
+        g = (-_row_lower(a, c, _per_row(lo, slot), _per_row(hi, slot))).clamp_min(0).unsqueeze(-1)   # (N, Q, 1)
+        lo, hi = _cut(lo, hi, a, g, pos, neg, slot)
+    cut_off = rows & (_row_lower(a, c, _per_row(lo, slot), _per_row(hi, slot)) > 0)
+    emptied = (lo > hi).any(-1) | (conjunct_max(cs, cut_off.to(torch.uint8)) > 0)
     valid = cs.valid & ~emptied
     keep = valid.unsqueeze(-1)
     hull_lo = torch.where(keep, lo, torch.inf).amin(1)

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 
 import torch
 from torch import Tensor
 
 from ..evaluate import forward
-from ..spec import Cases, violation
+from ..spec import Cases, conjunct_max, open_rows, violation
 
 log = logging.getLogger("verifier")
 
@@ -19,7 +18,7 @@ def cat_cases(parts: list[Cases]) -> Cases:
 
     return Cases(torch.cat([p.lo for p in parts]), torch.cat([p.hi for p in parts]),
                  torch.cat([p.C for p in parts]), torch.cat([p.d for p in parts]),
-                 torch.cat([p.member for p in parts]), torch.cat([p.valid for p in parts]),
+                 torch.cat([p.conj for p in parts]), torch.cat([p.valid for p in parts]),
                  np.concatenate([p.case for p in parts]),
                  None if any(p.strict is None for p in parts) else torch.cat([p.strict for p in parts]),
                  None if any(p.rows is None for p in parts) else
@@ -44,8 +43,7 @@ def take_bounds(pre: Bounds | None, idx) -> Bounds | None:
 def weakest_open_bound(cs: Cases, lb: Tensor) -> Tensor:
     """Per domain, the lowest over its open conjuncts of the conjunct's best row bound (N,):
     how far the domain is from being refuted (+inf once it is)."""
-    per_conj = torch.where(cs.member, lb.unsqueeze(1), -torch.inf).amax(-1)
-    return torch.where(cs.valid, per_conj, torch.inf).amin(-1)
+    return torch.where(cs.valid, conjunct_max(cs, lb), torch.inf).amin(-1)
 
 
 def nbytes(obj) -> int:
@@ -59,21 +57,6 @@ def nbytes(obj) -> int:
     if hasattr(obj, "__dataclass_fields__"):
         return sum(nbytes(getattr(obj, f)) for f in obj.__dataclass_fields__)
     return 0
-
-
-def memory_budget(device: torch.device, megabytes: float) -> int:
-    """Bytes the open domains may hold: `megabytes` when positive, otherwise half of the GPU's
-    free memory, or 40 % of the machine's memory on the CPU."""
-    if megabytes > 0:
-        return int(megabytes * 2 ** 20)
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(0.5 * free)
-    try:
-        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        total = 8 * 2 ** 30
-    return int(0.4 * total)
 
 
 def pop_batch(stack: list, size: int, join):
@@ -109,8 +92,7 @@ def next_batch(q, stack: list, size: int, join):
 def lower_bound_minimisers(cs: Cases, lb: Tensor, A_in: Tensor) -> Tensor:
     """For each domain, the box corner that minimises the linear lower bound of its weakest open
     row: a cheap, often excellent counterexample candidate.  A_in: (N, Q, *in).  (N, *in)."""
-    open_rows = (cs.member & cs.valid.unsqueeze(-1)).any(1)
-    worst = torch.where(open_rows, lb, torch.inf).argmin(-1)
+    worst = torch.where(open_rows(cs), lb, torch.inf).argmin(-1)
     a = A_in[torch.arange(len(cs), device=A_in.device), worst]
     return torch.where(a > 0, cs.lo, cs.hi)
 

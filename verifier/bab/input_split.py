@@ -15,15 +15,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..budget import memory_budget, working_memory
 from ..config import AttackConfig
-from ..bounds.backward import crown_intermediate, crown_output
+from ..bounds.backward import crown_intermediate
 from ..bounds.forward import forward_bounds
-from ..bounds.rounding import lower
-from ..spec import Cases, conjuncts_refuted, infeasible
+from ..incomplete import case_bytes, crown_pair_bytes, intermediate_elems, output_lower
+from ..spec import Cases, conjuncts_refuted, infeasible, open_rows
 from ..verdict import Result, Verdict
 from .clip import clip_boxes
-from .domains import (AdaptiveBatch, Progress, cat_bounds, cat_cases, lower_bound_minimisers, memory_budget,
-                      nbytes, next_batch, take_bounds, violations, weakest_open_bound)
+from .domains import (AdaptiveBatch, Progress, cat_bounds, cat_cases, lower_bound_minimisers, nbytes, next_batch,
+                      take_bounds, violations, weakest_open_bound)
 
 
 @dataclass
@@ -46,28 +47,38 @@ def _join(parts: list[Pending]) -> Pending:
     return Pending(cat_cases([p.cs for p in parts]), cat_bounds([p.pre for p in parts]))
 
 
-def _bound(graph, p: Pending, method: str, deadline):
+def _bound(graph, p: Pending, method: str, deadline, memory: int):
     record: dict = {}
     cs = p.cs
+    elems = intermediate_elems(memory // 2, cs.d.element_size())   # the other half: the batch's own bounds
     with torch.no_grad():
         if method == "forward":
             pre = forward_bounds(graph, cs.lo, cs.hi, fixed=p.pre)
         elif method == "hybrid":  # cheap forward bounds first: back-substitute only what they leave unstable
             pre = forward_bounds(graph, cs.lo, cs.hi, fixed=p.pre)
-            pre = crown_intermediate(graph, cs.lo, cs.hi, fixed=pre, deadline=deadline)
+            pre = crown_intermediate(graph, cs.lo, cs.hi, fixed=pre, deadline=deadline, budget_elems=elems)
         else:
-            pre = crown_intermediate(graph, cs.lo, cs.hi, fixed=p.pre, deadline=deadline)
-        lb = lower(crown_output(graph, cs.lo, cs.hi, cs.C, pre, record=record) + cs.d)  # + d rounds once more
+            pre = crown_intermediate(graph, cs.lo, cs.hi, fixed=p.pre, deadline=deadline, budget_elems=elems)
+        lb = output_lower(graph, cs, pre, memory, record)
     return lb, record[graph.input_name], pre
+
+
+def _batch_cap(graph, cases: Cases, work: int) -> int:
+    """Domains bounded at once within work bytes: each holds its rows' input coefficients and
+    bounds (the clipping's tensors are a few times those) besides its own interval bounds and
+    one row's CROWN pass."""
+    Q, item = cases.C.shape[1], cases.d.element_size()
+    per_domain = 8 * Q * (graph.input_size + 2) * item + crown_pair_bytes(graph, item) + case_bytes(graph, item)
+    return max(1, work // per_domain)
 
 
 def _split(p: Pending, lb: Tensor, A_in: Tensor) -> Pending:
     """Halve every domain along its most influential dimension."""
     cs = p.cs
     N = len(cs)
-    open_rows = (cs.member & cs.valid.unsqueeze(-1)).any(1) & (lb <= 0)
+    live = open_rows(cs) & (lb <= 0)
     width = (cs.hi - cs.lo).reshape(N, -1)
-    influence = (A_in.abs().reshape(N, A_in.shape[1], -1) * open_rows.unsqueeze(-1)).sum(1)
+    influence = (A_in.abs().reshape(N, A_in.shape[1], -1) * live.unsqueeze(-1)).sum(1)
     # the final coefficients miss how a dimension loosens the ReLU relaxations on the way (a
     # dimension with a near-zero final coefficient can still keep many neurons unstable); a floor
     # of a tenth of the mean coefficient keeps any dimension from staying wide for ever
@@ -111,14 +122,17 @@ def input_split_bab(q, cases: Cases, pre: dict | None = None) -> Result:
     progress = Progress()
     size = AdaptiveBatch(1024, cfg.batch, fast=1.0, slow=4.0)  # big batches amortise; CROWN checks the deadline inside
     budget = memory_budget(cases.lo.device, cfg.memory_mb)
+    work = working_memory(budget)
+    size.cap = min(size.cap, _batch_cap(q.graph, cases, work))
+    size.size = min(size.size, size.cap)
     while stack:
         batch, stack = next_batch(q, stack, size.size, _join)
         if batch is None:
             return Result(Verdict.UNKNOWN, reason="too many open domains")
-        if sum(nbytes(part) for part in stack) + nbytes(batch) > budget:
+        if sum(nbytes(part) for part in stack) + nbytes(batch) > budget - work:
             return Result(Verdict.UNKNOWN, reason="the open domains outgrow the memory budget")
         t0 = time.monotonic()
-        lb, A_in, pre = _bound(q.graph, batch, cfg.input_split_bounds, q.deadline)
+        lb, A_in, pre = _bound(q.graph, batch, cfg.input_split_bounds, q.deadline, work // 2)
         size.update(len(batch), time.monotonic() - t0)
         cs = batch.cs
         valid = cs.valid & ~conjuncts_refuted(cs, lb, q.tol) & ~infeasible(cs).unsqueeze(1)
