@@ -25,6 +25,9 @@ CAPABILITIES: dict[str, tuple[str, ...]] = {
     "--arithmetic-complexity-theories": ("BND", "OUTC", "LIN"),
     "--optimised-disjunctive-reasoning": ("false",),
     "--serialise-assignments": ("true",),
+    # ours, beyond the standard: what may follow the bounds (`verify --engine`); LP, MILP and SDP
+    # through open solvers (HiGHS, Clarabel/SCS), every bound they give rebuilt and checked by us
+    "--engines": ("bab", "milp", "sdp"),
 }
 
 # VNN-LIB element types the solver accepts in declarations, and the ONNX element type each needs

@@ -90,6 +90,10 @@ def _engine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lp-tighten", action="store_true",
                    help="after alpha-CROWN, tighten the intermediate bounds and bound the rows with LPs "
                         "(HiGHS; each bound rebuilt from the duals by our own code)")
+    p.add_argument("--engine", choices=("bab", "milp", "sdp"), default="bab",
+                   help="after the bounds: branch and bound (default); milp: HiGHS's MILP proposes "
+                        "counterexamples and our LP branch and bound (certified node bounds) proves; sdp: "
+                        "an SDP bound (small ReLU networks, certificate checked) before branch and bound")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--memory-mb", type=float, default=0.0, metavar="MB",
                    help="memory the engine may hold for a query: the property's rows, the open branch-and-bound "
@@ -104,6 +108,7 @@ def _config(args, timeout: float):
     bab = BabConfig(enabled=not args.no_bab, memory_mb=args.memory_mb)
     return VerifyConfig(timeout_s=timeout, device=args.device, crown=not args.no_crown,
                         alpha=not (args.no_alpha or args.no_crown), bab=bab, lp=LPConfig(enabled=args.lp_tighten),
+                        engine=args.engine,
                         seed=args.seed)
 
 

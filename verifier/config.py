@@ -64,5 +64,6 @@ class VerifyConfig:
     alpha_cfg: AlphaConfig = field(default_factory=AlphaConfig)
     bab: BabConfig = field(default_factory=BabConfig)
     lp: LPConfig = field(default_factory=LPConfig)
+    engine: str = "bab"           # after the bounds: bab | milp (instead of bab) | sdp (an SDP stage, then bab)
     bab_alpha_iterations: int = 10  # alpha/beta-CROWN steps per ReLU-split round (0: plain CROWN)
     seed: int = 0

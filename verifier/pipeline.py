@@ -213,67 +213,21 @@ def stage_bounds(q: Query, cases: Cases, corners: bool = True) -> tuple[np.ndarr
         done2 = refuted(sub, lb, q.tol).cpu().numpy()
     q.stats["open_after_alpha"] = int((~done2).sum())
     log.info("alpha-CROWN: %d of %d cases open", (~done2).sum(), len(cases))
-    if not done2.all() and q.cfg.lp.enabled and not q.deadline.expired():
-        before = float(weakest_open_bound(sub, lb).min())
-        lb, pre = stage_lp(q, sub, pre, lb, np.nonzero(~done2)[0])
-        done2 = refuted(sub, lb, q.tol).cpu().numpy()
-        q.stats["open_after_lp"] = int((~done2).sum())
-        log.info("LP: %d of %d cases open (weakest bound %.4g -> %.4g)", (~done2).sum(), len(cases), before,
-                 float(weakest_open_bound(sub, lb).min()))
+    for name, on in (("LP", q.cfg.lp.enabled), ("SDP", q.cfg.engine == "sdp")):
+        if on and not done2.all() and not q.deadline.expired():
+            from .lp.stages import stage_lp, stage_sdp
+
+            before = float(weakest_open_bound(sub, lb).min())
+            if name == "LP":
+                lb, pre = stage_lp(q, sub, pre, lb, np.nonzero(~done2)[0])
+            else:
+                lb = stage_sdp(q, sub, pre, lb, np.nonzero(~done2)[0])
+            done2 = refuted(sub, lb, q.tol).cpu().numpy()
+            q.stats[f"open_after_{name.lower()}"] = int((~done2).sum())
+            log.info("%s: %d of %d cases open (weakest bound %.4g -> %.4g)", name, (~done2).sum(), len(cases),
+                     before, float(weakest_open_bound(sub, lb).min()))
     left = np.nonzero(~done2)[0]
     return open_idx[keep[left]], take_bounds(pre, left)
-
-
-def stage_lp(q: Query, sub: Cases, pre: dict, lb: torch.Tensor, idx: np.ndarray) -> tuple[torch.Tensor, dict]:
-    """For the open cases idx: LP-tightened activation input bounds (lp/relax.tighten_pre), the LP
-    relaxation's bound on every row (certified from HiGHS's duals), then alpha-CROWN again on the
-    tighter bounds.  Returns the improved (lb, pre); a graph the LP cannot encode, or one too
-    large for it, returns them unchanged."""
-    from .bounds.rounding import lower
-    from .lp.encode import LPEncodeError
-    from .lp.relax import lp_bounds, tighten_pre
-
-    g64 = q.graph if (q.device.type == "cpu" and q.dtype == torch.float64) else q.graph.to("cpu", torch.float64)
-    if sum(n.size for n in g64.nodes) + g64.input_size > q.cfg.lp.max_columns:
-        return lb, pre
-    lb, t0 = lb.clone(), q.deadline.left()
-    try:
-        for k, b in enumerate(idx):
-            seconds = (t0 * q.cfg.lp.share - (t0 - q.deadline.left())) / (len(idx) - k)
-            if seconds <= 0.05:
-                break
-            flat = lambda t: t[b].reshape(-1).detach().cpu().double().numpy()
-            rows = None if sub.rows is None else (sub.rows[0][b].reshape(len(sub.rows[1][b]), -1).cpu().double().numpy(),
-                                                  -sub.rows[1][b].cpu().double().numpy())
-            pre_b = {key: (v[0][b:b + 1].cpu().double(), v[1][b:b + 1].cpu().double()) for key, v in pre.items()}
-            pre_b = tighten_pre(g64, flat(sub.lo), flat(sub.hi), pre_b, q.cfg.lp.max_neurons, seconds / 2, rows)
-            got = lp_bounds(g64, flat(sub.lo), flat(sub.hi), pre_b, sub.C[b].cpu().double().numpy(),
-                            max(seconds / 2, seconds - (t0 - q.deadline.left())), rows)
-            new = lower(torch.as_tensor(got, dtype=torch.float64) + sub.d[b].cpu().double())
-            lb[b] = torch.maximum(lb[b], new.to(lb.dtype).to(lb.device))
-            pre = _with_case_bounds(pre, pre_b, b)
-    except LPEncodeError as e:
-        log.info("LP: skipped (%s)", e)
-        return lb, pre
-    q.deadline.check()
-    again = alpha_crown_lower(q.graph, sub, pre, q.cfg.alpha_cfg, q.deadline, q.tol, q.memory, lb)
-    return torch.maximum(lb, again), pre
-
-
-def _with_case_bounds(pre: dict, part: dict, b: int) -> dict:
-    """pre with case b's bounds replaced by part's (batch of one, float64), cast outwards to
-    pre's type."""
-    def outward(t: torch.Tensor, like: torch.Tensor, direction: int) -> torch.Tensor:
-        c = t.to(like.dtype)
-        off = (c.double() > t) if direction < 0 else (c.double() < t)
-        return torch.where(off, torch.nextafter(c, torch.full_like(c, direction * torch.inf)), c).to(like.device)
-
-    out = {}
-    for key, (lo, hi) in pre.items():
-        lo, hi = lo.clone(), hi.clone()
-        lo[b], hi[b] = outward(part[key][0][0], lo, -1), outward(part[key][1][0], hi, +1)
-        out[key] = (lo, hi)
-    return out
 
 
 SEARCH_WIDTHS = (1.0, 10.0, 100.0, 1000.0)   # how far past its finite bounds an unbounded input is searched
@@ -388,6 +342,10 @@ def decide(q: Query) -> Result:
         if found is not None:
             return found
         q.deadline.check()
+        if q.cfg.engine == "milp":
+            from .lp.stages import stage_milp
+
+            return stage_milp(q, cases.select(open_idx), pre)
         if q.cfg.bab.enabled:
             from .bab.driver import branch_and_bound
 

@@ -1,0 +1,159 @@
+"""The solver stages of the pipeline (--engine sdp, --engine milp): per open case, on the
+float64 CPU graph, with a share of the time left.  Every bound they add is certified by our own
+code (lp/sdp.py, lp/relax.py); every candidate goes to onnxruntime (confirm.confirm_sat)."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from ..bounds.rounding import lower
+from ..confirm import confirm_sat
+from ..verdict import Result, Verdict
+
+log = logging.getLogger("verifier")
+
+
+def cpu64(q):
+    return q.graph if (q.device.type == "cpu" and q.dtype == torch.float64) else q.graph.to("cpu", torch.float64)
+
+
+def case_inputs(sub, b: int):
+    """(lo, hi, input_rows) of case b as float64 numpy: the box, flat, and its rows A x <= c
+    (None when it has none)."""
+    flat = lambda t: t[b].reshape(-1).detach().cpu().double().numpy()
+    rows = None
+    if sub.rows is not None:
+        G, g = sub.rows[0][b].reshape(len(sub.rows[1][b]), -1).cpu().double().numpy(), sub.rows[1][b].cpu().double().numpy()
+        keep = np.isfinite(g)
+        rows = (G[keep], -g[keep]) if keep.any() else None
+    return flat(sub.lo), flat(sub.hi), rows
+
+
+def case_pre(pre: dict, b: int) -> dict:
+    return {key: (v[0][b:b + 1].cpu().double(), v[1][b:b + 1].cpu().double()) for key, v in pre.items()}
+
+
+def _seconds(q, t0: float, share: float, left: int) -> float:
+    """What the next of `left` pieces of work may take: an even part of the stage's share."""
+    return (t0 * share - (t0 - q.deadline.left())) / max(left, 1)
+
+
+def stage_lp(q, sub, pre: dict, lb: torch.Tensor, idx: np.ndarray) -> tuple[torch.Tensor, dict]:
+    """For the open cases idx: LP-tightened activation input bounds (lp/relax.tighten_pre), the LP
+    relaxation's bound on every row (certified from HiGHS's duals), then alpha-CROWN again on the
+    tighter bounds.  Returns the improved (lb, pre); a graph the LP cannot encode, or one too
+    large for it, returns them unchanged."""
+    from ..incomplete import alpha_crown_lower
+    from .encode import LPEncodeError
+    from .relax import lp_bounds, tighten_pre
+
+    g64 = cpu64(q)
+    if sum(n.size for n in g64.nodes) + g64.input_size > q.cfg.lp.max_columns:
+        return lb, pre
+    lb, t0 = lb.clone(), q.deadline.left()
+    try:
+        for k, b in enumerate(idx):
+            seconds = _seconds(q, t0, q.cfg.lp.share, len(idx) - k)
+            if seconds <= 0.05:
+                break
+            lo, hi, rows = case_inputs(sub, b)
+            pre_b = tighten_pre(g64, lo, hi, case_pre(pre, b), q.cfg.lp.max_neurons, seconds / 2, rows)
+            got = lp_bounds(g64, lo, hi, pre_b, sub.C[b].cpu().double().numpy(),
+                            _seconds(q, t0, q.cfg.lp.share, len(idx) - k), rows)
+            new = lower(torch.as_tensor(got, dtype=torch.float64) + sub.d[b].cpu().double())
+            lb[b] = torch.maximum(lb[b], new.to(lb.dtype).to(lb.device))
+            pre = with_case_bounds(pre, pre_b, b)
+    except LPEncodeError as e:
+        log.info("LP: skipped (%s)", e)
+        return lb, pre
+    q.deadline.check()
+    again = alpha_crown_lower(q.graph, sub, pre, q.cfg.alpha_cfg, q.deadline, q.tol, q.memory, lb)
+    return torch.maximum(lb, again), pre
+
+
+def with_case_bounds(pre: dict, part: dict, b: int) -> dict:
+    """pre with case b's bounds replaced by part's (batch of one, float64), cast outwards to
+    pre's type."""
+    def outward(t: torch.Tensor, like: torch.Tensor, direction: int) -> torch.Tensor:
+        c = t.to(like.dtype)
+        off = (c.double() > t) if direction < 0 else (c.double() < t)
+        return torch.where(off, torch.nextafter(c, torch.full_like(c, direction * torch.inf)), c).to(like.device)
+
+    out = {}
+    for key, (lo, hi) in pre.items():
+        lo, hi = lo.clone(), hi.clone()
+        lo[b], hi[b] = outward(part[key][0][0], lo, -1), outward(part[key][1][0], hi, +1)
+        out[key] = (lo, hi)
+    return out
+
+
+def stage_sdp(q, sub, pre: dict, lb: torch.Tensor, idx: np.ndarray, share: float = 0.5) -> torch.Tensor:
+    """For the open cases idx: the SDP bound (lp/sdp.py) of each open conjunct's most promising row
+    (its highest lower bound so far).  Returns the improved lb; graphs the SDP does not cover
+    (not a ReLU chain, too large) leave it unchanged."""
+    from .sdp import SdpError, sdp_lower
+
+    g64, lb, t0 = cpu64(q), lb.clone(), q.deadline.left()
+    conj = sub.conj.cpu().numpy()
+    work = []
+    for b in idx:
+        for j in np.flatnonzero(sub.valid[b].cpu().numpy()):
+            rows = np.flatnonzero(conj[b] == j)
+            if rows.size and not bool((lb[b, rows] > 0).any()):
+                work.append((b, int(rows[int(torch.argmax(lb[b, rows]))])))
+    try:
+        for k, (b, r) in enumerate(work):
+            seconds = _seconds(q, t0, share, len(work) - k)
+            if seconds <= 0.05:
+                break
+            lo, hi, rows = case_inputs(sub, b)
+            got = sdp_lower(g64, lo, hi, case_pre(pre, b), sub.C[b, r].cpu().double().numpy(), seconds, rows)
+            new = lower(torch.tensor(got.bound, dtype=torch.float64) + sub.d[b, r].cpu().double())
+            lb[b, r] = torch.maximum(lb[b, r], new.to(lb.dtype).to(lb.device))
+    except SdpError as e:
+        log.info("SDP: skipped (%s)", e)
+    return lb
+
+
+def stage_milp(q, sub, pre: dict, share: float = 1.0) -> Result:
+    """Decide the open cases conjunct by conjunct: HiGHS's MILP proposes a counterexample
+    (onnxruntime decides), and our own LP branch and bound (lp/milp.py, every node bound
+    certified from duals) proves a conjunct unreachable.  UNSAT when every conjunct of every
+    case is proved, SAT on a confirmed counterexample, else UNKNOWN."""
+    from .encode import LPEncodeError
+    from .milp import MilpError, lp_branch_and_bound, milp_search
+
+    g64, t0 = cpu64(q), q.deadline.left()
+    conj = sub.conj.cpu().numpy()
+    work = [(b, j) for b in range(len(sub)) for j in np.flatnonzero(sub.valid[b].cpu().numpy())]
+    proved = 0
+    try:
+        for k, (b, j) in enumerate(work):
+            seconds = _seconds(q, t0, share, len(work) - k)
+            if seconds <= 0.05:
+                break
+            lo, hi, rows = case_inputs(sub, b)
+            mask = conj[b] == j
+            C, d = sub.C[b].cpu().double().numpy(), sub.d[b].cpu().double().numpy()
+            pre_b, case = case_pre(pre, b), q.prop.cases[int(sub.case[b])]
+            found = milp_search(g64, lo, hi, pre_b, C, d, mask, seconds / 3, input_rows=rows)
+            hit = found.candidate is not None and found.claims_violation and confirm_sat(q.ref, case, found.candidate)
+            if hit:
+                return Result(Verdict.SAT, x=hit.x, y=hit.y)
+            bnb = lp_branch_and_bound(g64, lo, hi, pre_b, C, d, _seconds(q, t0, share, len(work) - k),
+                                      member_rows=mask, input_rows=rows)
+            if bnb.proved is False and bnb.candidate is not None:
+                hit = confirm_sat(q.ref, case, bnb.candidate)
+                if hit:
+                    return Result(Verdict.SAT, x=hit.x, y=hit.y)
+            if bnb.proved is not True:
+                return Result(Verdict.UNKNOWN, reason=f"MILP stage: case {int(sub.case[b])} open ({bnb.why})")
+            proved += 1
+    except (MilpError, LPEncodeError) as e:
+        return Result(Verdict.UNKNOWN, reason=f"MILP stage: {e}")
+    q.stats["milp_proved_conjuncts"] = proved
+    if proved == len(work):
+        return Result(Verdict.UNSAT)
+    return Result(Verdict.UNKNOWN, reason="MILP stage: out of time")
