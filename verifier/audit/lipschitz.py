@@ -166,7 +166,7 @@ def _activation_slopes(node: Node, rule) -> tuple[np.ndarray, np.ndarray] | None
     return (lo, hi) if np.all(np.isfinite(lo) & np.isfinite(hi) & (lo <= hi)) else None
 
 
-def _classify(graph: Graph) -> list[tuple[Node, str]]:
+def chain_roles(graph: Graph) -> list[tuple[Node, str]]:
     """Each node with its role, "linear" or "activation"; raises LipschitzError naming every node
     that breaks the chain (several inputs, not reading the previous value, unknown slopes)."""
     roles, bad, prev = [], [], graph.input_name
@@ -245,7 +245,7 @@ def extract_chain(graph: Graph) -> Chain:
     graph: float64 on the CPU (api.load_checked).  Raises LipschitzError."""
     graph = graph.to("cpu", torch.float64)
     dense, slopes, seg, seg_in = [], [], [], graph.input_name
-    for node, role in _classify(graph):
+    for node, role in chain_roles(graph):
         if role == "linear":
             seg.append(node)
             continue

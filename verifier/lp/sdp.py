@@ -64,7 +64,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from ..audit.lipschitz import LipschitzError, certainly_pd, extract_chain
+from ..audit.lipschitz import LipschitzError, chain_roles, certainly_pd, extract_chain
 from ..bounds.interval import _linear_interval
 from ..bounds.rounding import accumulate, coef, gamma, magnitude, model_coef, model_floor
 from ..ir import Graph, Node
@@ -169,23 +169,21 @@ def _flat(t) -> np.ndarray:
 def _segments(graph: Graph) -> tuple[list[list[Node]], list[Node]]:
     """The affine segments (node lists, L + 1 of them) and the ReLUs between them; raises
     SdpError naming every node that breaks a chain of affine nodes and ReLUs."""
-    segs, acts, bad, prev = [[]], [], [], graph.input_name
-    for node in graph.nodes:
-        rule = RULES[node.op]
-        if node.inputs != (prev,):
-            bad.append(f"{node.name} ({node.op}) reads {list(node.inputs)}, not only {prev!r}")
-        elif rule.linear:
-            segs[-1].append(node)
-        elif isinstance(rule, ReluRule):
-            acts.append(node)
-            segs.append([])
-        else:
-            bad.append(f"{node.name} ({node.op}) is neither affine nor a ReLU")
-        prev = node.name
-    if prev != graph.output_name:
-        bad.append(f"the chain ends at {prev!r}, not at the output {graph.output_name!r}")
+    try:
+        roles = chain_roles(graph)   # the chain walk the Lipschitz bounds use
+    except LipschitzError as e:
+        raise SdpError(f"the SDP takes chains of affine layers and ReLUs only: {e}") from None
+    segs, acts = [[]], []
+    bad = [f"{n.name} ({n.op}) is not a ReLU" for n, role in roles
+           if role == "activation" and not isinstance(RULES[n.op], ReluRule)]
     if bad:
         raise SdpError("the SDP takes chains of affine layers and ReLUs only: " + "; ".join(bad))
+    for node, role in roles:
+        if role == "linear":
+            segs[-1].append(node)
+        else:
+            acts.append(node)
+            segs.append([])
     hidden = sum(a.size for a in acts)
     if hidden > MAX_HIDDEN or hidden + graph.input_size > MAX_DIM:
         raise SdpError(f"{hidden} hidden and {graph.input_size} input neurons: the SDP takes at most "
