@@ -125,6 +125,11 @@ def stage_milp(q, sub, pre: dict, share: float = 1.0) -> Result:
     from .encode import LPEncodeError
     from .milp import MilpError, lp_branch_and_bound, milp_search
 
+    if pre is None:   # interval bounds only so far (--no-crown): the MILP wants CROWN's
+        from ..bounds.backward import crown_intermediate
+
+        with torch.no_grad():
+            pre = crown_intermediate(q.graph, sub.lo, sub.hi, deadline=q.deadline)
     g64, t0 = cpu64(q), q.deadline.left()
     conj = sub.conj.cpu().numpy()
     work = [(b, j) for b in range(len(sub)) for j in np.flatnonzero(sub.valid[b].cpu().numpy())]
