@@ -68,6 +68,20 @@ def test_bad_data_is_refused(tmp_path, x, y, msg):
         load_data(path, (1, 64), 10, (0.0, 1.0))
 
 
+def _one_output_model(tmp_path):
+    """A 64 -> 1 linear model: not a classifier."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.ones((64, 1), np.float32), "w")
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "one",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1])], [w])
+    path = tmp_path / "one.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), path)
+    return path
+
+
 def test_bad_inputs_on_the_command_line(tmp_path, digits):
     bad = tmp_path / "bad.npz"
     np.savez(bad, x=np.zeros((2, 5), np.float32), y=np.zeros(2, np.int64))
@@ -77,7 +91,8 @@ def test_bad_inputs_on_the_command_line(tmp_path, digits):
                  [model, "--data", data, "--eps", "0.1,-1"],
                  [model, "--data", data, "--eps", "0.1", "--methods", "formal,magic"],
                  [model, "--data", data, "--eps", "0.1", "--input-range", "1,0"],
-                 [tmp_path / "nope.onnx", "--data", data, "--eps", "0.1"]):
+                 [tmp_path / "nope.onnx", "--data", data, "--eps", "0.1"],
+                 [_one_output_model(tmp_path), "--data", data, "--eps", "0.1"]):
         r = run_cli("audit", *args, "--out", tmp_path / "o")
         assert r.returncode == 2, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr

@@ -98,6 +98,8 @@ def audit(model: str | Path, data: str | Path, eps: Iterable[str | float], out: 
         graph, ref = load_checked(model)
     except InputError as e:
         raise AuditInputError(str(e)) from None
+    if graph.output_size < 2:
+        raise AuditInputError(f"{model}: {graph.output_size} output; a classifier needs one score per class (2 or more)")
     x, y = load_data(data, tuple(ref.input_shape), graph.output_size, cfg.input_range, ref.input_dtype)
     if limit is not None:
         x, y = x[:limit], y[:limit]
