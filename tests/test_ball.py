@@ -87,3 +87,52 @@ def test_crown_and_alpha_over_a_ball_hold_at_sampled_and_attacked_points(acts):
         vals = torch.einsum("bqo,bko->bkq", C, y).amin(1)
     assert (lb <= vals).all() and (lb_alpha <= vals).all()
     assert (lb_alpha >= lb - 1e-9).all()
+
+
+def _session_problem(tmp_path, seed: int):
+    """A 2-16-16-2 ReLU net, a ball of radius 0.8 and its bounding box as a VNN-LIB box; the
+    sampled minimum of y0 - y1 over the ball (a dense polar grid) and CROWN's bound over it."""
+    import onnx
+
+    from verifier.api import Session
+
+    rng = np.random.default_rng(seed)
+    model = random_mlp(rng, 2, [16, 16], 2, ["Relu"])
+    onnx.save(model, tmp_path / "m.onnx")
+    g = graph_of(model)
+    c, r = rng.uniform(-0.5, 0.5, size=2), 0.8
+    rho = np.sqrt(np.linspace(0, 1, 300))[:, None] * r
+    th = np.linspace(0, 2 * np.pi, 720)[None, :]
+    pts = np.stack([c[0] + rho * np.cos(th), c[1] + rho * np.sin(th)], -1).reshape(-1, 2)
+    with torch.no_grad():
+        y = forward(g, torch.as_tensor(pts)).numpy()
+        lo, hi = torch.as_tensor(c - r).reshape(1, 2), torch.as_tensor(c + r).reshape(1, 2)
+        ball = (torch.as_tensor(c).reshape(1, 2), torch.tensor([r], dtype=torch.float64))
+        pre = crown_intermediate(g, lo, hi, ball=ball)
+        crown = float(crown_output(g, lo, hi, torch.tensor([[[1.0, -1.0]]], dtype=torch.float64), pre, ball=ball))
+    return Session.open(tmp_path / "m.onnx"), c, r, float((y[:, 0] - y[:, 1]).min()), crown
+
+
+def _box_query(c, r, tau):
+    import vnnlib
+
+    text = [f"(declare-const X_{i} Real)" for i in range(2)] + [f"(declare-const Y_{i} Real)" for i in range(2)]
+    text += [f"(assert (>= X_{i} {float(c[i] - r)!r}))\n(assert (<= X_{i} {float(c[i] + r)!r}))" for i in range(2)]
+    text += [f"(assert (<= (- Y_0 Y_1) {float(tau)!r}))"]
+    return vnnlib.parse_text("\n".join(text) + "\n")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_input_splitting_over_a_ball_proves_what_crown_cannot_and_nothing_false(tmp_path, seed):
+    from verifier.verdict import Verdict
+
+    session, c, r, sampled, crown = _session_problem(tmp_path, seed)
+    assert crown <= sampled
+    if sampled - crown < 1e-3:
+        pytest.skip("CROWN is already tight here")
+    tau = crown + 0.5 * (sampled - crown)          # below every sampled value, above CROWN's bound
+    got = session.refute_in_ball(_box_query(c, r, tau), c, r, Deadline(60))
+    assert got.verdict is Verdict.UNSAT, got.reason
+    tau = sampled + 1e-6 * (1 + abs(sampled))      # a sampled point of the ball violates: never unsat
+    got = session.refute_in_ball(_box_query(c, r, tau), c, r, Deadline(4))
+    assert got.verdict is not Verdict.UNSAT

@@ -14,7 +14,7 @@ import torch
 from vnnlib.property import Property
 
 from .attack import AttackConfig, attack
-from .bab.domains import take_bounds, weakest_open_bound
+from .bab.domains import cat_cases, take_bounds, weakest_open_bound
 from .bounds.alpha import alpha_intermediate
 from .budget import Deadline, OutOfTime, memory_budget, working_memory
 from .config import VerifyConfig
@@ -291,9 +291,59 @@ def refute_in_ball(q: Query, centre: np.ndarray, radius: float) -> Result:
         if not done(lb) and q.cfg.alpha:
             lb = torch.maximum(lb, alpha_lower(q.graph, cases.lo, cases.hi, cases.C, cases.d, pre, q.cfg.alpha_cfg,
                                                q.deadline, done, ball=ball))
-        return Result(Verdict.UNSAT) if done(lb) else Result(Verdict.UNKNOWN)
+        if done(lb):
+            return Result(Verdict.UNSAT)
+        if not q.cfg.bab.enabled or q.graph.input_size > BALL_SPLIT_MAX_DIM:
+            return Result(Verdict.UNKNOWN)
+        left = np.flatnonzero(~refuted(cases, lb, q.tol).cpu().numpy())
+        return split_in_ball(q, cases.select(left), (ball[0][:len(left)], ball[1][:len(left)]))
     except OutOfTime:
         return Result(Verdict.TIMEOUT)
+
+
+BALL_SPLIT_MAX_DIM = 16        # inputs of at most this many elements get split_in_ball (halving
+                               # boxes of more dimensions does not pay within a sample's budget)
+BALL_SPLIT_BATCH = 64          # domains split per round of split_in_ball
+BALL_SPLIT_MAX = 100_000       # open domains beyond which it gives up
+
+
+def split_in_ball(q: Query, cases: Cases, ball) -> Result:
+    """Input splitting over L2 balls: the open boxes are halved along their widest element, each
+    half bounded by CROWN over it and the ball; a half that misses the ball (its nearest point to
+    the centre is farther than the radius, with a margin for the distance's rounding) holds no
+    input.  UNSAT once every box is refuted; UNKNOWN at the domain cap, TIMEOUT at the deadline."""
+    from .bounds.backward import crown_intermediate, crown_output
+    from .bounds.rounding import lower
+
+    centre, radius = ball[0][:1], ball[1][:1]
+    domains = cases
+    while len(domains):
+        q.deadline.check()
+        if len(domains) > BALL_SPLIT_MAX:
+            return Result(Verdict.UNKNOWN, reason="L2 input splitting: too many open boxes")
+        now, rest = domains.select(np.arange(min(BALL_SPLIT_BATCH, len(domains)))), \
+            domains.select(np.arange(min(BALL_SPLIT_BATCH, len(domains)), len(domains)))
+        width = (now.hi - now.lo).reshape(len(now), -1)
+        dim = width.argmax(1)
+        mid = (now.lo.reshape(len(now), -1).gather(1, dim[:, None]) + now.hi.reshape(len(now), -1).gather(1, dim[:, None])) / 2
+        lo2, hi2 = now.lo.reshape(len(now), -1).clone(), now.hi.reshape(len(now), -1).clone()
+        hi_left, lo_right = hi2.clone(), lo2.clone()
+        hi_left.scatter_(1, dim[:, None], mid)
+        lo_right.scatter_(1, dim[:, None], mid)
+        shape = (2 * len(now),) + tuple(q.graph.input_shape)
+        lo_c, hi_c = torch.cat([lo2, lo_right]).reshape(shape), torch.cat([hi_left, hi2]).reshape(shape)
+        parent = torch.arange(len(now), device=lo_c.device).repeat(2)
+        kids = now.with_box(lo_c, hi_c, parent)
+        near = torch.minimum(torch.maximum(centre.reshape(1, -1), lo_c.reshape(len(kids), -1)), hi_c.reshape(len(kids), -1))
+        dist2 = ((near.double() - centre.reshape(1, -1).double()) ** 2).sum(1)
+        misses = dist2 > radius.double() ** 2 * (1 + 1e-9) + 1e-300
+        kball = (centre.expand(shape), radius.expand(len(kids)))
+        with torch.no_grad():
+            pre = crown_intermediate(q.graph, kids.lo, kids.hi, deadline=q.deadline, ball=kball)
+            lb = lower(crown_output(q.graph, kids.lo, kids.hi, kids.C, pre, ball=kball) + kids.d)
+        keep = ~(refuted(kids, lb, q.tol) | misses.to(lb.device))
+        domains = cat_cases([kids.select(np.flatnonzero(keep.cpu().numpy())), rest])
+    return Result(Verdict.UNSAT)
 
 
 @within_memory
