@@ -296,7 +296,7 @@ def refute_in_ball(q: Query, centre: np.ndarray, radius: float) -> Result:
         if not q.cfg.bab.enabled or q.graph.input_size > BALL_SPLIT_MAX_DIM:
             return Result(Verdict.UNKNOWN)
         left = np.flatnonzero(~refuted(cases, lb, q.tol).cpu().numpy())
-        return split_in_ball(q, cases.select(left), (ball[0][:len(left)], ball[1][:len(left)]))
+        return split_in_ball(q, cases.select(left), c.reshape((1,) + tuple(q.graph.input_shape)), r.to(q.device).reshape(1))
     except OutOfTime:
         return Result(Verdict.TIMEOUT)
 
@@ -307,15 +307,14 @@ BALL_SPLIT_BATCH = 64          # domains split per round of split_in_ball
 BALL_SPLIT_MAX = 100_000       # open domains beyond which it gives up
 
 
-def split_in_ball(q: Query, cases: Cases, ball) -> Result:
+def split_in_ball(q: Query, cases: Cases, centre: torch.Tensor, radius: torch.Tensor) -> Result:
     """Input splitting over L2 balls: the open boxes are halved along their widest element, each
     half bounded by CROWN over it and the ball; a half that misses the ball (its nearest point to
     the centre is farther than the radius, with a margin for the distance's rounding) holds no
-    input.  UNSAT once every box is refuted; UNKNOWN at the domain cap, TIMEOUT at the deadline."""
+    input.  centre: (1, *input_shape); radius: (1,), at or above the ball's exact radius.  UNSAT once every box is refuted; UNKNOWN at the domain cap, TIMEOUT at the deadline."""
     from .bounds.backward import crown_intermediate, crown_output
     from .bounds.rounding import lower
 
-    centre, radius = ball[0][:1], ball[1][:1]
     domains = cases
     while len(domains):
         q.deadline.check()

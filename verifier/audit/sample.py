@@ -49,7 +49,6 @@ class Auditor:
         self.ref = self.session.ref
         self.graph32 = self.session.graph.to(self.session.device, torch.float32)
         self._lip_model = None
-        self._start = (Decimal(0), 0.0)
 
     @property
     def n_classes(self) -> int:
@@ -81,17 +80,18 @@ class Auditor:
         x = np.asarray(x).reshape(-1)
         pred = predicted(self.ref.run(x)) if pred is None else pred
         rec: dict = {"index": int(index), "label": int(label), "predicted": pred}
-        self._start = (certified, spent)
         for m in self.cfg.methods:
             t0 = time.monotonic()
-            rec[m] = getattr(self, "_" + m)(index, x, int(label), pred)
+            extra = {"start": (certified, spent)} if m == "formal" else {}
+            rec[m] = getattr(self, "_" + m)(index, x, int(label), pred, **extra)
             rec[m]["seconds"] = round(time.monotonic() - t0 + (spent if m == "formal" else 0.0), 4)
         return rec
 
-    def _formal(self, index, x, label, pred) -> dict:
+    def _formal(self, index, x, label, pred, start=(Decimal(0), 0.0)) -> dict:
+        """start: a radius the batched first pass certified, and its time for this sample."""
         if pred != label:   # the sample itself is a confirmed counterexample at every radius
             return {"status": {e: FALSIFIED for e in self.cfg.eps}, "radius_lower": 0.0, "radius_upper": 0.0}
-        certified, spent = self._start
+        certified, spent = start
         budget = max(0.0, self.cfg.timeout_per_sample - spent)
         out = certify(self.session, x, label, list(self.cfg.eps), self.cfg.input_range,
                       FormalConfig(budget, self.cfg.radius_steps), self.cfg.norm, self.graph32, certified)

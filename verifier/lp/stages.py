@@ -117,6 +117,12 @@ def stage_sdp(q, sub, pre: dict, lb: torch.Tensor, idx: np.ndarray, share: float
     return lb
 
 
+def _confirmed(q, case, x) -> Result | None:
+    """SAT when onnxruntime confirms the candidate x (None: no candidate) in the case."""
+    hit = None if x is None else confirm_sat(q.ref, case, x)
+    return None if hit is None else Result(Verdict.SAT, x=hit.x, y=hit.y)
+
+
 def stage_milp(q, sub, pre: dict, share: float = 1.0) -> Result:
     """Decide the open cases conjunct by conjunct: HiGHS's MILP proposes a counterexample
     (onnxruntime decides), and our own LP branch and bound (lp/milp.py, every node bound
@@ -144,15 +150,14 @@ def stage_milp(q, sub, pre: dict, share: float = 1.0) -> Result:
             C, d = sub.C[b].cpu().double().numpy(), sub.d[b].cpu().double().numpy()
             pre_b, case = case_pre(pre, b), q.prop.cases[int(sub.case[b])]
             found = milp_search(g64, lo, hi, pre_b, C, d, mask, seconds / 3, input_rows=rows)
-            hit = found.candidate is not None and found.claims_violation and confirm_sat(q.ref, case, found.candidate)
-            if hit:
-                return Result(Verdict.SAT, x=hit.x, y=hit.y)
+            hit = _confirmed(q, case, found.candidate if found.claims_violation else None)
+            if hit is not None:
+                return hit
             bnb = lp_branch_and_bound(g64, lo, hi, pre_b, C, d, _seconds(q, t0, share, len(work) - k),
                                       member_rows=mask, input_rows=rows)
-            if bnb.proved is False and bnb.candidate is not None:
-                hit = confirm_sat(q.ref, case, bnb.candidate)
-                if hit:
-                    return Result(Verdict.SAT, x=hit.x, y=hit.y)
+            hit = _confirmed(q, case, bnb.candidate if bnb.proved is False else None)
+            if hit is not None:
+                return hit
             if bnb.proved is not True:
                 return Result(Verdict.UNKNOWN, reason=f"MILP stage: case {int(sub.case[b])} open ({bnb.why})")
             proved += 1
