@@ -387,7 +387,9 @@ def decide(q: Query) -> Result:
         if open_idx.size == 0:
             return Result(Verdict.UNSAT)
         q.deadline.check()
-        found = stage_attack(q, cases.select(open_idx))
+        from .lp.stages import stage_points
+
+        found = stage_points(q, cases.select(open_idx), pre) or stage_attack(q, cases.select(open_idx))
         if found is not None:
             return found
         q.deadline.check()

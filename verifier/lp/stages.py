@@ -117,6 +117,53 @@ def stage_sdp(q, sub, pre: dict, lb: torch.Tensor, idx: np.ndarray, share: float
     return lb
 
 
+POINT_SHARE = 0.1        # of the time left, what the LP's candidates may take
+POINT_CONJUNCTS = 64     # (case, conjunct) pairs whose LP point is tried, at most
+POINT_MAX_COLUMNS = 20_000
+
+
+def stage_points(q, sub, pre: dict | None) -> Result | None:
+    """Counterexample candidates from the LP relaxation (lp/points.py) of each open case's
+    conjuncts, given the activation input bounds pre of the cases sub: SAT on the first that
+    onnxruntime confirms, else None.  Conjuncts whose rows the bounds already refute are skipped
+    by the caller (sub holds the open cases only)."""
+    from .encode import LPEncodeError
+    from .points import conjunct_points
+
+    if pre is None or q.ref is None:
+        return None
+    g64 = cpu64(q)
+    if sum(n.size for n in g64.nodes) + g64.input_size > POINT_MAX_COLUMNS:
+        return None
+    conj = sub.conj.cpu().numpy()
+    C, d = sub.C.cpu().double().numpy(), sub.d.cpu().double().numpy()
+    work, total = [], 0
+    for b in range(len(sub)):
+        js = np.flatnonzero(sub.valid[b].cpu().numpy())[:POINT_CONJUNCTS - total]
+        if js.size:
+            work.append((b, js))
+            total += js.size
+    t0, tried = q.deadline.left(), 0
+    left = lambda: _seconds(q, t0, POINT_SHARE, total - tried)
+    for b, js in work:
+        lo, hi, rows = case_inputs(sub, b)
+        case = q.prop.cases[int(sub.case[b])]
+        parts = [(C[b][conj[b] == j], d[b][conj[b] == j]) for j in js]
+        try:
+            for x in conjunct_points(g64, lo, hi, case_pre(pre, b), parts, left, rows):
+                tried += 1
+                found = _confirmed(q, case, x)
+                if found is not None:
+                    log.info("LP points: a counterexample (case %d)", int(sub.case[b]))
+                    return found
+        except LPEncodeError as e:
+            log.info("LP points: skipped (%s)", e)
+            return None
+        if left() <= 0:
+            break
+    return None
+
+
 def _confirmed(q, case, x) -> Result | None:
     """SAT when onnxruntime confirms the candidate x (None: no candidate) in the case."""
     hit = None if x is None else confirm_sat(q.ref, case, x)
