@@ -6,8 +6,40 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
+from contextlib import contextmanager
 
 _local = threading.local()
+
+# solver calls of this process by kind ("LP", "MILP", "SDP"): [count, seconds]; the stages log
+# what theirs added, which the benchmark logs keep (the time per call the reports quote)
+CALLS: dict[str, list] = {}
+
+
+@contextmanager
+def timed(kind: str):
+    """Count one solver call of this kind and its wall time in CALLS."""
+    t0 = time.monotonic()
+    try:
+        yield
+    finally:
+        entry = CALLS.setdefault(kind, [0, 0.0])
+        entry[0] += 1
+        entry[1] += time.monotonic() - t0
+
+
+def calls_since(before: dict) -> str:
+    """What CALLS gained since the copy `before` (snapshot()), as "LP 12 calls, 0.031 s each"."""
+    parts = []
+    for kind, (n, s) in sorted(CALLS.items()):
+        n0, s0 = before.get(kind, (0, 0.0))
+        if n > n0:
+            parts.append(f"{kind} {n - n0} call(s), {(s - s0) / (n - n0):.3f} s each")
+    return "; ".join(parts) or "no solver calls"
+
+
+def snapshot() -> dict:
+    return {k: tuple(v) for k, v in CALLS.items()}
 
 
 def quiet_highs(**options):

@@ -47,7 +47,7 @@ from ..ops import RULES
 from ..ops.activation import ReluRule
 from ..ops.piecewise import Kinked
 from .encode import Problem, encode
-from .highs import quiet_highs
+from .highs import quiet_highs, timed
 from .relax import LPResult, _Model, certified_dual_bound
 
 F64 = torch.float64
@@ -254,7 +254,8 @@ def milp_search(graph: Graph, lo: np.ndarray, hi: np.ndarray, pre: Mapping, C: n
         h.setOptionValue("objective_bound", 0.0)
         h.setOptionValue("mip_max_improving_sols", 1)
     try:
-        h.run()
+        with timed("MILP"):
+            h.run()
         status = h.modelStatusToString(h.getModelStatus())
         info = h.getInfo()
         has = info.primal_solution_status == 2   # kSolutionStatusFeasible
@@ -460,7 +461,8 @@ class PhaseLP:
             if basis is not None:
                 h.setBasis(basis)
             h.setOptionValue("time_limit", float(h.getRunTime() + seconds))
-            h.run()
+            with timed("LP"):
+                h.run()
             status = h.modelStatusToString(h.getModelStatus())
             sol = h.getSolution()
             y = np.asarray(sol.row_dual, dtype=np.float64)

@@ -17,7 +17,7 @@ import scipy.sparse as sp
 
 from ..ir import Graph
 from .encode import encode
-from .highs import thread_highs
+from .highs import thread_highs, timed
 
 
 def conjunct_points(graph: Graph, lo: np.ndarray, hi: np.ndarray, pre: Mapping, conjuncts, seconds,
@@ -76,7 +76,8 @@ def _solve(h, base: int, n: int, out: np.ndarray, inp: np.ndarray, C, d, left: f
         h.setOptionValue("time_limit", float(h.getRunTime() + max(left, 1e-3)))
         h.addRows(k, np.full(k, -highspy.kHighsInf), -d, goal.nnz, goal.indptr[:-1].astype(np.int32),
                   goal.indices.astype(np.int32), goal.data)
-        h.run()
+        with timed("LP"):
+            h.run()
         sol = h.getSolution()
         z = np.asarray(sol.col_value, dtype=np.float64) if sol.value_valid else None
         h.deleteRows(k, np.arange(base, base + k, dtype=np.int32))

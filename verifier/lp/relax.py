@@ -31,7 +31,7 @@ from ..bounds.rounding import coef, floor
 from ..ir import Graph
 from ..ops import RULES
 from .encode import Problem, encode, with_objective
-from .highs import thread_highs
+from .highs import thread_highs, timed
 
 F64 = torch.float64
 _EPS = np.finfo(np.float64).eps
@@ -128,7 +128,8 @@ class _Model:
             # HiGHS's time limit is on the instance's total run time, across runs
             h.setOptionValue("time_limit", float(h.getRunTime() + max(time_limit, 1e-3)))
             h.changeColsCost(p.n, self.cols, p.c)
-            h.run()
+            with timed("LP"):
+                h.run()
             status = h.modelStatusToString(h.getModelStatus())
             sol = h.getSolution()
             y = np.asarray(sol.row_dual, dtype=np.float64)

@@ -71,6 +71,7 @@ from ..ir import Graph, Node
 from ..ops import RULES
 from ..ops.activation import ReluRule
 from .encode import value_boxes
+from .highs import timed
 
 F64 = torch.float64
 U = 2.0 ** -53
@@ -632,7 +633,8 @@ def _run(p: SdpProblem, solver: str, time_limit: float):
     try:
         with warnings.catch_warnings():   # "solution may be inaccurate": the status says so
             warnings.simplefilter("ignore")
-            prob.solve(solver=solver, **opts)
+            with timed("SDP"):
+                prob.solve(solver=solver, **opts)
     except Exception as e:   # cvxpy.SolverError and whatever a solver raises: no bound, never a crash
         return f"error: {type(e).__name__}", math.nan, None
     obj = float(prob.value) + p.k0 if prob.value is not None and np.isfinite(prob.value) else math.nan

@@ -3,7 +3,9 @@ float64 CPU graph, with a share of the time left.  Every bound they add is certi
 code (lp/sdp.py, lp/relax.py); every candidate goes to onnxruntime (confirm.confirm_sat)."""
 from __future__ import annotations
 
+import functools
 import logging
+import time
 
 import numpy as np
 import torch
@@ -13,6 +15,22 @@ from ..confirm import confirm_sat
 from ..verdict import Result, Verdict
 
 log = logging.getLogger("verifier")
+
+
+def metered(name: str):
+    """Log, after the stage, its wall time and its solver calls (count, time per call)."""
+    def wrap(stage):
+        @functools.wraps(stage)
+        def run(*args, **kwargs):
+            from .highs import calls_since, snapshot
+
+            before, t0 = snapshot(), time.monotonic()
+            try:
+                return stage(*args, **kwargs)
+            finally:
+                log.info("%s stage: %.2f s; %s", name, time.monotonic() - t0, calls_since(before))
+        return run
+    return wrap
 
 
 def cpu64(q):
@@ -40,6 +58,7 @@ def _seconds(q, t0: float, share: float, left: int) -> float:
     return (t0 * share - (t0 - q.deadline.left())) / max(left, 1)
 
 
+@metered("LP")
 def stage_lp(q, sub, pre: dict, lb: torch.Tensor, idx: np.ndarray) -> tuple[torch.Tensor, dict]:
     """For the open cases idx: LP-tightened activation input bounds (lp/relax.tighten_pre), the LP
     relaxation's bound on every row (certified from HiGHS's duals), then alpha-CROWN again on the
@@ -89,6 +108,7 @@ def with_case_bounds(pre: dict, part: dict, b: int) -> dict:
     return out
 
 
+@metered("SDP")
 def stage_sdp(q, sub, pre: dict, lb: torch.Tensor, idx: np.ndarray, share: float = 0.5) -> torch.Tensor:
     """For the open cases idx: the SDP bound (lp/sdp.py) of each open conjunct's most promising row
     (its highest lower bound so far).  Returns the improved lb; graphs the SDP does not cover
@@ -122,6 +142,7 @@ POINT_CONJUNCTS = 64     # (case, conjunct) pairs whose LP point is tried, at mo
 POINT_MAX_COLUMNS = 20_000
 
 
+@metered("LP points")
 def stage_points(q, sub, pre: dict | None) -> Result | None:
     """Counterexample candidates from the LP relaxation (lp/points.py) of each open case's
     conjuncts, given the activation input bounds pre of the cases sub: SAT on the first that
@@ -170,6 +191,7 @@ def _confirmed(q, case, x) -> Result | None:
     return None if hit is None else Result(Verdict.SAT, x=hit.x, y=hit.y)
 
 
+@metered("MILP")
 def stage_milp(q, sub, pre: dict, share: float = 1.0) -> Result:
     """Decide the open cases conjunct by conjunct: HiGHS's MILP proposes a counterexample
     (onnxruntime decides), and our own LP branch and bound (lp/milp.py, every node bound
