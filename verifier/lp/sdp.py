@@ -10,7 +10,7 @@ PSD matrix with P_00 = 1 satisfying rows
 
 each built so that it holds at the rank-one P of every network point, rounding included.  With
 z = W x_k + b the input of layer k + 1 (the affine segment before it: W from
-audit.lipschitz.extract_chain, b its image of 0, |z_model - z| <= eps for all x_k in its box,
+chain.extract_chain, b its image of 0, |z_model - z| <= eps for all x_k in its box,
 eps = E m + |b error| + the float model's error), l <= x <= u the box of every lifted x and
 [lz, uz] that of z (interval bounds intersected with `pre`, as the LP takes them):
 
@@ -64,7 +64,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from ..audit.lipschitz import LipschitzError, chain_roles, certainly_pd, extract_chain
+from ..chain import ChainError, certainly_pd, chain_roles, extract_chain
 from ..bounds.interval import _linear_interval
 from ..bounds.rounding import accumulate, coef, gamma, magnitude, model_coef, model_floor
 from ..ir import Graph, Node
@@ -172,7 +172,7 @@ def _segments(graph: Graph) -> tuple[list[list[Node]], list[Node]]:
     SdpError naming every node that breaks a chain of affine nodes and ReLUs."""
     try:
         roles = chain_roles(graph)   # the chain walk the Lipschitz bounds use
-    except LipschitzError as e:
+    except ChainError as e:
         raise SdpError(f"the SDP takes chains of affine layers and ReLUs only: {e}") from None
     segs, acts = [[]], []
     bad = [f"{n.name} ({n.op}) is not a ReLU" for n, role in roles
@@ -353,7 +353,7 @@ def build_sdp(graph: Graph, lo: np.ndarray, hi: np.ndarray, pre: Mapping, c: np.
     segs, acts = _segments(graph)
     try:
         chain = extract_chain(graph)
-    except LipschitzError as e:
+    except ChainError as e:
         raise SdpError(str(e)) from None
     boxes = value_boxes(graph, lo, hi, pre, graph.output_name)
     names = [graph.input_name] + [a.name for a in acts]
