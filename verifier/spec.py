@@ -73,10 +73,10 @@ def build_cases(prop: Property, input_shape: tuple[int, ...], n_out: int,
         if case.lo.shape[0] != n_in:
             raise SpecError(f"the property constrains {case.lo.shape[0]} input elements "
                             f"but the network input has {n_in}")
-        wrong = next((c.C.shape[1] for c in case.region if c.C.shape[1] != n_out), None)
-        if wrong is not None:
-            raise SpecError(f"the property reads {wrong} output elements but the network has {n_out}")
-        sizes.append(np.fromiter((c.C.shape[0] for c in case.region), dtype=np.int64, count=len(case.region)))
+        region = case.region
+        if region.C.shape[0] and region.C.shape[1] != n_out:
+            raise SpecError(f"the property reads {region.C.shape[1]} output elements but the network has {n_out}")
+        sizes.append(region.sizes())
     K = len(prop.cases)
     J = max([len(s) for s in sizes], default=1) or 1
     Q = max([int(s.sum()) for s in sizes], default=1) or 1
@@ -91,9 +91,7 @@ def build_cases(prop: Property, input_shape: tuple[int, ...], n_out: int,
         valid[k, :len(size)] = True
         m = int(size.sum())
         if m:
-            C[k, :m] = np.concatenate([c.C for c in case.region])
-            d[k, :m] = np.concatenate([c.d for c in case.region])
-            strict[k, :m] = np.concatenate([c.strict for c in case.region])
+            C[k, :m], d[k, :m], strict[k, :m] = case.region.C, case.region.d, case.region.strict
             conj[k, :m] = np.repeat(np.arange(len(size)), size)
     # in a narrower dtype (float32 on a GPU) a row whose coefficients do not all fit leaves its
     # conjunct (which only enlarges the violating region), and d is rounded down, as in float64

@@ -27,7 +27,7 @@ import numpy as np
 
 from .ast import And, Const, Formula, Lin, Or, Query
 from .exact import float_toward
-from .property import Case, Conjunct, Property
+from .property import Case, Property, Region
 from .tokens import Source
 
 MAX_TERMS = 2_000_000   # DNF terms kept before giving up (memory: ~100 bytes each)
@@ -288,12 +288,11 @@ def _rows(lins: list[Lin], n_in: int) -> tuple[np.ndarray | None, np.ndarray | N
     return A, b
 
 
-def _regions(common_out: list[Lin], per_case: list[list[list[Lin]]], n_out: int
-             ) -> list[tuple[Conjunct, ...]]:
-    """One region per case: a Conjunct per term, rows = common + the term's output rows.
+def _regions(common_out: list[Lin], per_case: list[list[list[Lin]]], n_out: int) -> list[Region]:
+    """One region per case: a conjunct per term, rows = common + the term's output rows.
 
-    All float rows go into one (R, n_out) matrix built once; conjuncts are read-only views of
-    it.  Each keeps its exact comparisons (``lins``) beside its float rows.
+    All float rows go into one (R, n_out) matrix built once; each case's Region holds read-only
+    views of its part of it, and each conjunct its exact comparisons (``lins``).
     """
     ri: list[int] = []
     ci: list[int] = []
@@ -330,8 +329,13 @@ def _regions(common_out: list[Lin], per_case: list[list[list[Lin]]], n_out: int
     S = np.array(strict, dtype=bool)
     for arr in (C, D, S):
         arr.flags.writeable = False
-    return [tuple(Conjunct(C[s:e], D[s:e], S[s:e], lins) for s, e, lins in case_spans)
-            for case_spans in spans]
+    regions = []
+    for case_spans in spans:
+        first = case_spans[0][0] if case_spans else 0
+        starts = np.array([first] + [e for _, e, _ in case_spans], dtype=np.int64)
+        a, b = int(starts[0]), int(starts[-1])
+        regions.append(Region(C[a:b], D[a:b], S[a:b], starts - a, [lins for _, _, lins in case_spans]))
+    return regions
 
 
 _TWO53 = 1 << 53

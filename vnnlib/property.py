@@ -10,6 +10,7 @@ elements.  All arrays are float64; they are never rounded to float32 here.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -57,6 +58,55 @@ class Conjunct:
         return all(lin.holds_at([y[~v] for v in lin.vars]) for lin in self.lins)
 
 
+class Region(Sequence):
+    """A case's disjunction of conjuncts, packed: the float rows of all of them in one matrix
+    (conjunct j's are rows starts[j]:starts[j + 1]) and each one's exact comparisons.  A
+    Conjunct is made when one is asked for, so a query of a million disjuncts holds three arrays
+    and the comparisons, not a million small objects and their array views.
+
+    C: (R, n_out) float64; d, strict: (R,); starts: (J + 1,) int64; lins: J tuples of Lin.
+    """
+
+    __slots__ = ("C", "d", "strict", "starts", "lins")
+
+    def __init__(self, C: np.ndarray, d: np.ndarray, strict: np.ndarray, starts: np.ndarray, lins: list):
+        self.C, self.d, self.strict, self.starts, self.lins = C, d, strict, starts, lins
+
+    @classmethod
+    def of(cls, conjuncts) -> "Region":
+        """The region of these conjuncts (one matrix for their rows)."""
+        conjuncts = tuple(conjuncts)
+        sizes = [c.C.shape[0] for c in conjuncts]
+        starts = np.zeros(len(conjuncts) + 1, dtype=np.int64)
+        np.cumsum(sizes, out=starts[1:])
+        if not conjuncts:
+            return cls(np.zeros((0, 0)), np.zeros(0), np.zeros(0, dtype=bool), starts, [])
+        return cls(np.concatenate([np.asarray(c.C, dtype=np.float64) for c in conjuncts]),
+                   np.concatenate([c.d for c in conjuncts]).astype(np.float64),
+                   np.concatenate([c.strict for c in conjuncts]).astype(bool), starts,
+                   [c.lins for c in conjuncts])
+
+    def __len__(self) -> int:
+        return len(self.lins)
+
+    def __getitem__(self, j):
+        if isinstance(j, slice):
+            return tuple(self[i] for i in range(*j.indices(len(self))))
+        if j < 0:
+            j += len(self)
+        if not 0 <= j < len(self):
+            raise IndexError(j)
+        a, b = int(self.starts[j]), int(self.starts[j + 1])
+        return Conjunct(self.C[a:b], self.d[a:b], self.strict[a:b], self.lins[j])
+
+    def sizes(self) -> np.ndarray:
+        """Rows per conjunct, (J,)."""
+        return np.diff(self.starts)
+
+    def __repr__(self) -> str:
+        return f"Region({len(self)} conjuncts, {self.C.shape[0]} rows)"
+
+
 @dataclass(frozen=True)
 class Case:
     """An input region and the output region that violates the property there.
@@ -72,11 +122,15 @@ class Case:
 
     lo: np.ndarray
     hi: np.ndarray
-    region: tuple[Conjunct, ...]
+    region: Region         # or any sequence of Conjuncts, packed on construction
     A_in: np.ndarray | None = None
     b_in: np.ndarray | None = None
     lins: tuple = ()    # tuple[vnnlib.ast.Lin, ...] over input codes
     _memo: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self):
+        if not isinstance(self.region, Region):    # any sequence of Conjuncts is packed
+            object.__setattr__(self, "region", Region.of(self.region))
 
     def contains_input(self, x: np.ndarray) -> bool:
         """Whether x (n_in,) meets every input comparison exactly as written.
