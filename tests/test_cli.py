@@ -90,7 +90,7 @@ def test_capability_answers_are_well_formed():
         got = CAPABILITIES[cap]
         assert got and set(got) <= set(known), cap
         assert got[0] == known[0], f"{cap}: the smallest theory is always supported"
-    assert set(CAPABILITIES["--onnx-element-types"]) <= {"float16", "bfloat16", "float32", "float64"}
+    assert set(CAPABILITIES["--onnx-element-types"]) <= {"float16", "bfloat16", "float32", "float64", "int64"}
 
 
 def test_listed_operators_are_the_importers():

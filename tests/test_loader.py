@@ -444,7 +444,10 @@ def assert_float32_copy_agrees(graph, xs) -> None:
 
 
 def test_catalogue_covers_every_claimed_operator():
-    """This catalogue, and those of test_ops_elementwise.py and test_ops_linear_more.py."""
+    """This catalogue, and those of test_ops_elementwise.py, test_ops_linear_more.py,
+    test_compare_ops.py and test_argmax_outputs.py."""
+    import test_argmax_outputs
+    import test_compare_ops
     import test_ops_elementwise
     import test_ops_linear_more
 
@@ -452,7 +455,7 @@ def test_catalogue_covers_every_claimed_operator():
     for name, (_, ops) in CASES.items():
         used |= {n.op_type for n in build_case(name, ops[-1])[0].graph.node}
         used |= {n.op_type for n in build_case(name, ops[0])[0].graph.node}
-    for module in (test_ops_elementwise, test_ops_linear_more):
+    for module in (test_ops_elementwise, test_ops_linear_more, test_compare_ops, test_argmax_outputs):
         for name, (_, ops) in module.CASES.items():
             used |= {n.op_type for n in module.build(name, ops[-1])[0].graph.node}
     assert set(ONNX_OPERATORS) <= used, f"no synthetic model exercises {sorted(set(ONNX_OPERATORS) - used)}"

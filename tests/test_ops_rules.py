@@ -134,12 +134,15 @@ def test_relu_lower_with_slope_broadcasts_over_rows():
 def test_every_registered_rule_is_tested():
     """Relu, Sigmoid, Tanh here; the operators of ops/elementwise.py and ops/piecewise.py in
     test_ops_elementwise.py; ReluDelta and MonotoneDelta in test_joint.py; MulVar in test_bilinear.py; linear rules here and in
-    test_ops_linear_more.py."""
+    test_ops_linear_more.py; the comparisons, casts and ArgMax of ops/compare.py in test_compare_ops.py."""
+    from test_compare_ops import RULE_CASES as COMPARE
     from test_ops_linear_more import LINEAR_NODES as MORE
-    from verifier.ops import elementwise, piecewise
+    from verifier.ops import compare, elementwise, piecewise
 
+    stepped = {n.op for n in COMPARE.values()} | {"ArgMax"}
+    assert {op for op, r in RULES.items() if type(r).__module__ == compare.__name__} == stepped
     activations = {op for op, r in RULES.items() if isinstance(r, ActivationRule)
-                   and type(r).__module__ not in (elementwise.__name__, piecewise.__name__)}
+                   and type(r).__module__ not in (elementwise.__name__, piecewise.__name__, compare.__name__)}
     assert activations == {"Relu", "Sigmoid", "Tanh", "ReluDelta", "MonotoneDelta", "MulVar"}, \
         "a new activation needs its soundness test"
     linear = {op for op, r in RULES.items() if isinstance(r, LinearRule)}

@@ -15,7 +15,8 @@ with one flat input and one flat output, so the query is composed into such a gr
   bounds over the constrained region, and every point the search proposes is mapped into it;
 - its output is the concatenation, in code order, of every observed tensor (hidden tensors and
   outputs of each network), flattened, and of the inputs again when a comparison mixes inputs
-  with outputs (MNC);
+  with outputs (MNC), then of the logits of every ArgMax output the query reads as an integer
+  (``verifier/argmax.py`` rewrites the comparisons on it onto them);
 - nodes of copies of one model (``equal-to``) that compute the same thing from the same
   elements are merged, so that their difference is exactly 0 in every bound;
 - a copy whose inputs are related to its model's but not all tied, or whose weights differ
@@ -29,7 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Mapping
 
@@ -37,7 +38,9 @@ import numpy as np
 import torch
 
 from vnnlib.property import Case, Network, Property
+from vnnlib.v2 import ECHO
 
+from .argmax import ArgMaxError, ArgMaxRead, argmax_reads, reads_integers, rewrite
 from .ir import Graph, Node
 from .onnx_import import Fragment
 
@@ -54,7 +57,9 @@ class JointError(Exception):
 class LoadedModel:
     """One ONNX model: its IR fragment over the tensors the query reads, and onnxruntime on it
     with those tensors as outputs.  tensors: the ONNX names read, in the fragment's order;
-    reads[network]: the tensor each observed variable of that network reads, in order."""
+    reads[network]: the tensor each observed variable of that network reads, in order;
+    argmax[network]: its outputs that are ArgMax results read as integers (their logits are
+    among the tensors)."""
 
     path: str
     fragment: Fragment
@@ -64,6 +69,7 @@ class LoadedModel:
     input_names: tuple[str, ...]
     input_dtype: type
     float_type: torch.dtype
+    argmax: Mapping[str, tuple[ArgMaxRead, ...]] = field(default_factory=dict)
 
 
 def model_paths(prop: Property, networks: Mapping[str, str]) -> dict[str, str]:
@@ -134,10 +140,15 @@ def load_models(prop: Property, paths: Mapping[str, str]) -> dict[str, LoadedMod
             inputs = names[0][0]
             if any(n[0] != inputs for n in names):
                 raise JointError(f"{path}: the networks on this model name its inputs differently")
-            tensors = list(dict.fromkeys(t for _, read in names for t in read))
-            frag = to_fragment(model, tensors)
+            picked = {n.name: argmax_reads(model, n, read[len(n.hidden):]) for n, (_, read) in zip(nets, names)}
+            logits = [r.logits for reads in picked.values() for r in reads]
+            tensors = list(dict.fromkeys([t for _, read in names for t in read] + logits))
+            ints = frozenset(r.tensor for reads in picked.values() for r in reads)
+            frag = to_fragment(model, tensors, integer_outputs=ints)
         except ModelError as e:
             raise InputError(str(e)) from None
+        except ArgMaxError as e:
+            raise InputError(f"{path}: {e}") from None
         frag_inputs = [name for name, _, _ in frag.inputs]
         if frag_inputs != inputs:
             frag = dataclasses.replace(frag, inputs=tuple(frag.inputs[frag_inputs.index(i)] for i in inputs))
@@ -153,7 +164,7 @@ def load_models(prop: Property, paths: Mapping[str, str]) -> dict[str, LoadedMod
         dtypes = {kinds[types[i]] for i in inputs}
         reads = {n.name: tuple(read) for n, (_, read) in zip(nets, names)}
         model_ = LoadedModel(path, frag, tuple(tensors), reads, session, tuple(inputs),
-                             np.float32 if np.float32 in dtypes else np.float64, _float_type(model))
+                             np.float32 if np.float32 in dtypes else np.float64, _float_type(model), picked)
         for n in nets:
             out[n.name] = model_
     return out
@@ -351,6 +362,11 @@ def compose(prop: Property, models: Mapping[str, LoadedModel], imap: InputMap, d
             observed.append((rename[ir_name], size))
     if echoes_inputs(prop):     # the inputs too, as the networks read them (MNC)
         observed += echo
+    for net in prop.networks:   # the logits of ArgMax outputs (verifier/argmax.py)
+        frag = models[net.name].fragment
+        for r in models[net.name].argmax.get(net.name, ()):
+            ir_name, onnx_shape = frag.outputs[models[net.name].tensors.index(r.logits)]
+            observed.append((built[net.name][ir_name], int(np.prod(onnx_shape, dtype=np.int64))))
     parts = []
     for j, (name, size) in enumerate(observed):
         parts.append(b.add(f"query:observed_{j}", "Reshape", [name], b.params(("reshape", (size,)), dict), (size,)))
@@ -497,7 +513,7 @@ class JointReference:
 
     def run(self, x_flat: np.ndarray) -> np.ndarray:
         x = self.imap.apply(np.asarray(x_flat, dtype=np.float64))
-        outs, offset, done = [], 0, {}
+        outs, offset, logits = [], 0, []
         for net in self.prop.networks:
             lm = self.models[net.name]
             feeds = {}
@@ -506,9 +522,10 @@ class JointReference:
                 offset += var.size
             got = dict(zip(lm.tensors, lm.session.run(list(lm.tensors), feeds)))
             outs += [np.asarray(got[t], dtype=np.float64).reshape(-1) for t in lm.reads[net.name]]
+            logits += [np.asarray(got[r.logits], dtype=np.float64).reshape(-1) for r in lm.argmax.get(net.name, ())]
         if echoes_inputs(self.prop):
             outs.append(x)
-        return np.concatenate(outs)
+        return np.concatenate(outs + logits)    # the logits of ArgMax outputs last, network by network
 
     def place(self, z: np.ndarray, case: Case) -> np.ndarray | None:
         """The candidate z mapped into the region's float points: the input map applied, each
@@ -536,7 +553,7 @@ class JointReference:
 def echoes_inputs(prop: Property) -> bool:
     """Whether the property also reads the inputs among the observed values (a comparison that
     mixes inputs with outputs: vnnlib.v2.ECHO), after every declared observed tensor."""
-    return prop.n_out > sum(v.size for n in prop.networks for v in n.observed)
+    return any(v.name == ECHO for v in prop.outputs)
 
 
 def needs_joint(prop: Property) -> bool:
@@ -545,7 +562,8 @@ def needs_joint(prop: Property) -> bool:
     if len(prop.networks) != 1:
         return len(prop.networks) > 1
     net = prop.networks[0]
-    return len(net.inputs) != 1 or len(net.outputs) != 1 or bool(net.hidden) or echoes_inputs(prop)
+    return len(net.inputs) != 1 or len(net.outputs) != 1 or bool(net.hidden) or echoes_inputs(prop) \
+        or reads_integers(prop)
 
 
 def load_joint(prop: Property, networks: Mapping[str, str], differential: bool = False):
@@ -559,9 +577,27 @@ def load_joint(prop: Property, networks: Mapping[str, str], differential: bool =
     try:
         paths = model_paths(prop, networks)
         models = load_models(prop, paths)
+        prop = rewrite(prop, _classes(prop, models))
         imap = input_map(prop)
         tied = tied_cases(prop, imap)
         graph = simplify(compose(tied, models, imap, differential))
-    except JointError as e:
+    except (JointError, ArgMaxError) as e:
         raise InputError(str(e)) from None
     return graph, JointReference(tied, models, imap), tied
+
+
+def _classes(prop: Property, models: Mapping[str, LoadedModel]) -> dict[str, list[tuple[ArgMaxRead, int]]]:
+    """For argmax.rewrite: each network's ArgMax reads with their number of classes (the logits'
+    last axis), checked against the declared variable's size."""
+    out: dict[str, list[tuple[ArgMaxRead, int]]] = {}
+    for net in prop.networks:
+        lm = models[net.name]
+        sizes = {v.name: v.size for v in net.outputs}
+        for r in lm.argmax.get(net.name, ()):
+            _, shape = lm.fragment.outputs[lm.tensors.index(r.logits)]
+            total = int(np.prod(shape, dtype=np.int64))
+            if not shape or total != sizes[r.var] * int(shape[-1]):
+                raise JointError(f"{r.var} has {sizes[r.var]} elements but its ArgMax reads a tensor of shape "
+                                 f"{list(shape)}")
+            out.setdefault(net.name, []).append((r, int(shape[-1])))
+    return out

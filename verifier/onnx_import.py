@@ -72,6 +72,10 @@ class ImportContext:
         # IR values whose ONNX tensor has lost the leading batch axis (offset 0, a Squeeze of it):
         # their true ONNX shape; only the network output may be such a value
         self.batchless: dict[str, tuple[int, ...]] = {}
+        # IR values that hold integers or booleans (ops/compare.py: comparisons, integer casts,
+        # ArgMax), and the ONNX outputs the query reads as integers (verifier/argmax.py)
+        self.integer: set[str] = set()
+        self.integer_outputs: frozenset[str] = frozenset()
         self._fresh = 0
 
     # --- reading
@@ -255,16 +259,21 @@ def _opset(model: onnx.ModelProto) -> int:
     return opset
 
 
-def check_element_types(model: onnx.ModelProto) -> None:
-    """The network's input and output must be float32 or float64."""
+def check_element_types(model: onnx.ModelProto, integer_outputs: frozenset[str] = frozenset()) -> None:
+    """The network's input and output must be float32 or float64, but for the outputs named in
+    integer_outputs (ArgMax results a query reads, verifier/argmax.py), which must be int64."""
     inits = {i.name for i in model.graph.initializer}
     for kind, vis in (("input", model.graph.input), ("output", model.graph.output)):
         for vi in vis:
             t = vi.type.tensor_type.elem_type
+            if kind == "output" and vi.name in integer_outputs and t == onnx.TensorProto.INT64:
+                continue
             if vi.name not in inits and t not in FLOAT_TYPES:
                 name = onnx.TensorProto.DataType.Name(t) if t in onnx.TensorProto.DataType.values() else t
+                hint = " (an int64 ArgMax result is read when a VNN-LIB 2.0 query declares it int64)" \
+                    if kind == "output" and t == onnx.TensorProto.INT64 else ""
                 raise ModelError(f"unsupported: network {kind} {vi.name!r} of element type {name} "
-                                 f"(supported: {', '.join(FLOAT_TYPES.values())})")
+                                 f"(supported: {', '.join(FLOAT_TYPES.values())}){hint}")
 
 
 @dataclass(frozen=True)
@@ -280,14 +289,17 @@ class Fragment:
     outputs: tuple[tuple[str, tuple[int, ...]], ...]
 
 
-def to_fragment(model: onnx.ModelProto, tensors: list[str] | None = None) -> Fragment:
+def to_fragment(model: onnx.ModelProto, tensors: list[str] | None = None,
+                integer_outputs: frozenset[str] = frozenset()) -> Fragment:
     """Convert a checked model to the IR (float64 parameters on the CPU), reading the ONNX
-    tensors named (default: the model's outputs, in order)."""
+    tensors named (default: the model's outputs, in order).  integer_outputs: the int64 outputs
+    (ArgMax results) that verifier/argmax.py has checked and may read."""
     check_supported(model)
     opset = _opset(model)
-    check_element_types(model)
+    check_element_types(model, integer_outputs)
     layouts, offset = _input_layouts(model)
     ctx = ImportContext(offset, opset)
+    ctx.integer_outputs = frozenset(integer_outputs)
     for name, shape, _ in layouts:
         ctx.values[name] = name
         ctx.shapes[name] = shape
@@ -322,16 +334,35 @@ def to_graph(model: onnx.ModelProto) -> Graph:
     return Graph(name, shape, frag.nodes, out_ir, onnx_shape, out_shape)
 
 
+# ops whose converters are exact on integer and boolean tensors held as floats: copies and
+# selections (their outputs stay integer), and the ops that read integers themselves (Cast,
+# comparisons).  Any other op (Div, Mod, Floor, arithmetic that may overflow, ...) on an integer
+# tensor would be computed as real arithmetic, which is not what the model computes: refused.
+INTEGER_COPIES = ("Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Gather", "Slice",
+                  "Concat", "Expand", "Tile", "Split")
+INTEGER_READERS = ("Cast", "Shape", "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual")
+
+
+def _integer_inputs(ctx: ImportContext, node: onnx.NodeProto) -> list[str]:
+    return [i for i in node.input if i and i in ctx.values and ctx.values[i] in ctx.integer]
+
+
 def _import_node(ctx: ImportContext, node: onnx.NodeProto, opset: int) -> None:
     """Fold or convert one node; every failure becomes a ModelError that names the node."""
     first = len(ctx.nodes)
+    ints = _integer_inputs(ctx, node)
     try:
+        if ints and node.op_type not in INTEGER_COPIES + INTEGER_READERS:
+            raise ctx.unsupported(node, f"{node.op_type} of the integer tensor {ints[0]!r} (integer and boolean "
+                                        f"tensors are only copied, compared or cast)")
         if node.op_type == "Shape" and node.input[0] in ctx.values:
             ctx.consts[node.output[0]] = _shape_of_var(ctx, node)
         elif all((not i) or ctx.is_const(i) for i in node.input):
             _fold_constant(node, ctx, opset)
         else:
             CONVERTERS[node.op_type](ctx, node)
+            if ints and node.op_type in INTEGER_COPIES:
+                ctx.integer.update(ctx.values[o] for o in node.output if o in ctx.values)
     except ModelError as e:
         raise e if e.named else ctx.unsupported(node, str(e)) from None
     except Exception as e:  # a form the converter or torch rejects: the model's, not a verdict

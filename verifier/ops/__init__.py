@@ -2,6 +2,6 @@
 from .registry import CONVERTERS, RULES, ActivationRule, LinearRule, OpRule, converts, rule, side_boxes
 # registration side effects:
 from . import linear, shape, activation, pool, reduce, resize, elementwise, piecewise  # noqa: F401
-from . import relational, bilinear, softmax, minmax, layernorm  # noqa: F401
+from . import relational, bilinear, softmax, minmax, layernorm, compare  # noqa: F401
 
 __all__ = ["CONVERTERS", "RULES", "ActivationRule", "LinearRule", "OpRule", "converts", "rule", "side_boxes"]

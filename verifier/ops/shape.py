@@ -183,10 +183,21 @@ _IDENTITY_CASTS = (1, 11)
 
 @converts("Cast")
 def _cast(ctx, n) -> None:
+    """To float32 / float64: the identity (an integer value, exact in both, becomes a float one,
+    under a name of its own); to an integer type or bool: ops/compare.py's step rules."""
+    from .compare import BOOL, INT_RANGES, emit_integer_cast
+
     to = ctx.attrs(n).get("to")
-    if to not in _IDENTITY_CASTS:
-        raise ctx.unsupported(n, f"Cast to {_type_name(to)} (only casts to float32 or float64 are the identity)")
-    ctx.alias(n.output[0], n.input[0])
+    if to in INT_RANGES or to == BOOL:
+        emit_integer_cast(ctx, n, to)
+    elif to not in _IDENTITY_CASTS:
+        raise ctx.unsupported(n, f"Cast to {_type_name(to)} (only casts to float32, float64, integer types "
+                                 "and bool)")
+    elif ctx.var(n.input[0]) in ctx.integer:
+        x = ctx.var(n.input[0])
+        ctx.emit("Reshape", [x], {}, n.output[0], shape=ctx.shape(x))
+    else:
+        ctx.alias(n.output[0], n.input[0])
 
 
 def _type_name(t) -> str:
