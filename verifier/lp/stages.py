@@ -137,7 +137,9 @@ def stage_sdp(q, sub, pre: dict, lb: torch.Tensor, idx: np.ndarray, share: float
     return lb
 
 
-POINT_SHARE = 0.1        # of the time left, what the LP's candidates may take
+POINT_SHARE = 0.03       # of the time left, what the LP's candidates may take, and at most
+POINT_SECONDS = 3.0      # seconds in all (on oval21's conv nets one LP takes about 1 s: 10 % of the
+#                          time cost an unsat instance its proof, for candidates that rarely pay)
 POINT_CONJUNCTS = 64     # (case, conjunct) pairs whose LP point is tried, at most
 POINT_MAX_COLUMNS = 20_000
 
@@ -165,7 +167,8 @@ def stage_points(q, sub, pre: dict | None) -> Result | None:
             work.append((b, js))
             total += js.size
     t0, tried = q.deadline.left(), 0
-    left = lambda: _seconds(q, t0, POINT_SHARE, total - tried)
+    share = min(POINT_SHARE, POINT_SECONDS / max(t0, 1e-9))
+    left = lambda: _seconds(q, t0, share, total - tried)
     for b, js in work:
         lo, hi, rows = case_inputs(sub, b)
         case = q.prop.cases[int(sub.case[b])]
