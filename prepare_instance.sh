@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # VNN-COMP: prepare one instance.  Usage: prepare_instance.sh v1 CATEGORY MODEL.onnx PROPERTY.vnnlib
-# Checks that both files exist and ends what an earlier run_instance.sh of ours left running (the
+# (MODEL.onnx may list several networks as name=path or (name path) pairs, as run_instance.sh takes.)
+# Checks that the files exist and ends what an earlier run_instance.sh of ours left running (the
 # process groups recorded in its pid files, nothing found by name).  Nothing is cached or converted.
 set -uo pipefail
 if [[ $# -ne 4 || "$1" != "v1" ]]; then
@@ -8,7 +9,16 @@ if [[ $# -ne 4 || "$1" != "v1" ]]; then
     exit 1
 fi
 onnx="$3"; vnnlib="$4"
-for f in "$onnx" "$vnnlib"; do
+files=("$vnnlib")
+if [[ -f "$onnx" ]]; then
+    files+=("$onnx")
+else    # a VNN-LIB 2.0 query's networks: name=path or (name path) pairs; each path must exist
+    paths=$(printf '%s\n' "$onnx" | grep -oE '=[^;[:space:]()]+|\([^()[:space:]]+[[:space:]]+[^()[:space:]]+\)' |
+            sed -E 's/^=//; s/^\([^[:space:]]+[[:space:]]+//; s/\)$//')
+    [[ -n "$paths" ]] || files+=("$onnx")
+    while IFS= read -r f; do [[ -n "$f" ]] && files+=("$f"); done <<< "$paths"
+fi
+for f in "${files[@]}"; do
     if [[ ! -f "$f" ]]; then
         echo "prepare_instance.sh: no such file: $f" >&2
         exit 1

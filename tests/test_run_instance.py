@@ -126,3 +126,52 @@ def test_shared_test_benchmark(shared_benchmarks, tmp_path):
             text = result.read_text()
             check = check_counterexample(bench / row["vnnlib"], bench / row["onnx"], text[text.index("("):])
             assert check.ok, check
+
+
+def _two_network_query(path: Path, gap: float) -> Path:
+    """Networks f and g (two files of one model) on boxes of their own; sat when f's first score
+    can exceed g's by `gap`."""
+    box = "\n".join(f"(assert (and (>= {v}[0,{i}] -0.5) (<= {v}[0,{i}] 0.5)))" for v in "XZ" for i in range(5))
+    path.write_text(f"""(vnnlib-version <2.0>)
+(declare-network f (declare-input X float32 [1,5]) (declare-output Y float32 [1,5]))
+(declare-network g (declare-input Z float32 [1,5]) (declare-output W float32 [1,5]))
+{box}
+(assert (>= (- Y[0,0] W[0,0]) {gap}))
+""")
+    return path
+
+
+@pytest.mark.parametrize("form", ["f={a};g={b}", "(f {a}) (g {b})"])
+def test_run_instance_with_several_networks(examples, tmp_path, form):
+    """VNN-COMP 2026's instances list several networks in the model argument, with paths relative
+    to the harness's folder: sat gives the VNN-LIB 2.0 assignment of every variable; an
+    impossible gap gives unsat."""
+    import shutil
+    from fractions import Fraction
+
+    from conftest import onnxruntime_output
+
+    model = examples / "onnx" / "acas_like.onnx"
+    for name in ("a.onnx", "b.onnx"):
+        shutil.copy(model, tmp_path / name)
+    column = form.format(a="a.onnx", b="b.onnx")
+    result = tmp_path / "result.txt"
+    spec = _two_network_query(tmp_path / "q.vnnlib", 0.01)
+    prep = lambda col: subprocess.run([str(ROOT / "prepare_instance.sh"), "v1", "test", col, str(spec)],
+                                      capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    assert prep(column).returncode == 0 and prep(form.format(a="a.onnx", b="c.onnx")).returncode == 1
+    r = subprocess.run([str(ROOT / "run_instance.sh"), "v1", "test", column, str(spec), str(result), "60"],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
+    lines = result.read_text().splitlines()
+    assert lines[0] == "sat", r.stderr
+    heads = [i for i, line in enumerate(lines) if line[:1].isalpha() and " " in line]
+    assert [lines[i].split()[0] for i in heads] == ["X", "Y", "Z", "W"], lines[:3]
+    values = {lines[i].split()[0]: np.array([float(v) for v in lines[i + 1:i + 6]]) for i in heads}
+    y, w = onnxruntime_output(model, values["X"]), onnxruntime_output(model, values["Z"])
+    assert np.all(np.abs(values["X"]) <= 0.5) and np.all(np.abs(values["Z"]) <= 0.5)
+    assert Fraction(float(y[0])) - Fraction(float(w[0])) >= Fraction("0.01")
+    spec = _two_network_query(tmp_path / "q2.vnnlib", 1e6)
+    r = subprocess.run([str(ROOT / "run_instance.sh"), "v1", "test", column, str(spec), str(result), "60"],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0 and result.read_text().strip() == "unsat", r.stderr

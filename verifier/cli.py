@@ -71,7 +71,10 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("supports", help="report a capability")
     s.add_argument("capability")
     c = sub.add_parser("vnncomp", help="run one VNN-COMP instance and write its result file")
-    c.add_argument("onnx")
+    c.add_argument("onnx", help="the model, or the networks of a VNN-LIB 2.0 query as name=path pairs "
+                                "(separated by ; or blanks) or (name path) pairs")
+    c.add_argument("--base", default=None, help="the folder relative network paths are read from "
+                                                "(default: the current one)")
     c.add_argument("vnnlib")
     c.add_argument("result_file")
     c.add_argument("timeout", type=_seconds)
@@ -210,13 +213,32 @@ def _is_integer(dtype: str) -> bool:
     return dtype.lower().startswith(("int", "uint")) or dtype.lower() == "bool"
 
 
-def _print_assignment(blocks) -> None:
+def _assignment_lines(blocks) -> list[str]:
     """Each variable's header line, then its values: integer types as integers."""
     lines = []
     for name, dtype, shape, values in blocks:
         lines.append(f"{name} {dtype} [{','.join(str(d) for d in shape)}]")
         lines.extend(str(int(v)) if _is_integer(dtype) else repr(float(v)) for v in values)
-    sys.stdout.write("\n".join(lines) + "\n")
+    return lines
+
+
+def _print_assignment(blocks) -> None:
+    sys.stdout.write("\n".join(_assignment_lines(blocks)) + "\n")
+
+
+def _vnncomp_models(column: str, base: str | None):
+    """The model path, or {network: path} when the argument lists name=path pairs (VNN-COMP 2026's
+    instances with several networks); relative paths are read from base."""
+    from .bench.instances import InstancesError, network_pairs
+
+    try:
+        pairs = network_pairs(column)
+    except InstancesError as e:
+        raise UsageError(str(e)) from None
+    root = base or os.getcwd()
+    if pairs is None:
+        return os.path.join(root, column)
+    return {name: os.path.join(root, path) for name, path in pairs.items()}
 
 
 def _serialise(blocks, directory: str) -> None:
@@ -310,12 +332,19 @@ def cmd_vnncomp(args, started: float) -> int:
     deadline = Deadline(args.timeout, start=started)
     # the file already says timeout: the watchdog only has to end the process on time
     watchdog = Watchdog(deadline, spell(Verdict.TIMEOUT, Dialect.VNNCOMP) + "\n") if args.hard_stop else None
-    from .api import InputError, verify
+    from .api import InputError, load_property, verify
 
     try:
+        models = _vnncomp_models(args.onnx, args.base)
+        prop = load_property(args.vnnlib)
         with _stdout_for_the_verdict():
-            result = verify(args.onnx, args.vnnlib, timeout=args.timeout, config=_config(args, args.timeout),
-                            deadline=deadline)
+            result = verify(models, args.vnnlib, timeout=args.timeout, config=_config(args, args.timeout),
+                            prop=prop, deadline=deadline)
+    except UsageError as e:
+        if watchdog is not None and not watchdog.claim():
+            return 0
+        _write_atomic(args.result_file, "error\n")
+        return _fail(str(e))
     except InputError as e:
         if watchdog is not None and not watchdog.claim():
             return 0
@@ -329,7 +358,10 @@ def cmd_vnncomp(args, started: float) -> int:
     if watchdog is not None and not watchdog.claim():
         return 0
     text = spell(result.verdict, Dialect.VNNCOMP) + "\n"
-    if result.verdict is Verdict.SAT:
+    if result.verdict is Verdict.SAT and isinstance(models, dict):
+        # several networks: no flat X_i / Y_i to write; the standard's assignment, variable by variable
+        text += "".join(f"{line}\n" for line in _assignment_lines(_assignment_blocks(prop, result, models)))
+    elif result.verdict is Verdict.SAT:
         xs = [f"(X_{i} {float(v)!r})" for i, v in enumerate(result.x)]
         ys = [f"(Y_{i} {float(v)!r})" for i, v in enumerate(result.y)]
         text += "(" + "\n".join(xs + ys) + ")\n"
