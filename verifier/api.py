@@ -172,8 +172,9 @@ class Session:
 
     def refute_in_ball(self, prop, centre, radius: float, deadline: Deadline | None = None) -> Result:
         """UNSAT when bounds over each case's box intersected with the L2 ball |x - centre|_2 <=
-        radius (CROWN's concretisation with the dual norm, then alpha-CROWN) refute it; else
-        UNKNOWN (or TIMEOUT).  No search and no branching: the audit's L2 certificates.
+        radius (CROWN's concretisation with the dual norm, alpha-CROWN, then branch and bound over
+        the intersection: pipeline.refute_in_ball) refute it; else UNKNOWN (or TIMEOUT).  Never
+        SAT (no search for counterexamples): the audit's L2 certificates.
         centre: the flat input; radius: a float at or above the ball's exact radius."""
         from .pipeline import refute_in_ball
 

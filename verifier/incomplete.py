@@ -164,12 +164,18 @@ def _crown_lower(graph: Graph, sp: Cases, deadline: Deadline | None, record: dic
     return lb, pre
 
 
+def _ball_block(ball, b):
+    """The block b of a per-subproblem L2 ball (centre (P, *input_shape), radius (P,)), or None."""
+    return None if ball is None else (ball[0][b], ball[1][b])
+
+
 def output_lower(graph: Graph, sp: Cases, pre: Mapping, memory: int | None = None,
-                 record: dict | None = None) -> Tensor:
+                 record: dict | None = None, ball=None) -> Tensor:
     """(P, Q) CROWN lower bounds of the rows c.y + d given the activation input bounds pre
     ((P, *shape) each), d's addition rounded once more.  record: receives the input
     coefficients of every row, record[graph.input_name] (P, Q, *input_shape) (not counted in
-    memory: the caller holds them)."""
+    memory: the caller holds them).  ball: (centre (P, *input_shape), radius (P,)): the bounds
+    are taken over each box intersected with its L2 ball (bounds/ball.py)."""
     P, Q = sp.d.shape
     item = sp.d.element_size()
     keep_in = record is not None
@@ -183,7 +189,7 @@ def output_lower(graph: Graph, sp: Cases, pre: Mapping, memory: int | None = Non
                 mags, planes, at = magnitudes(graph, sp.lo[b], sp.hi[b], pre_b, upto=graph.output_name), {}, b
             rec: dict | None = {} if keep_in else None
             lb[b, r] = lower(crown_output(graph, sp.lo[b], sp.hi[b], sp.C[b, r], pre_b, record=rec,
-                                          mags=mags, planes=planes) + sp.d[b, r])
+                                          mags=mags, planes=planes, ball=_ball_block(ball, b)) + sp.d[b, r])
             if keep_in and graph.input_name in rec:
                 A_in[b, r] = rec[graph.input_name]
                 reached = True
@@ -207,9 +213,10 @@ def row_coefficients(graph: Graph, sp: Cases, pre: Mapping, rows: Tensor) -> dic
 def alpha_crown_lower(graph: Graph, sp: Cases, pre: dict, cfg: AlphaConfig, deadline: Deadline,
                       tol: float, memory: int | None = None, prior: Tensor | None = None,
                       signs: Mapping | None = None, warm: dict | None = None, keep: dict | None = None,
-                      points: Mapping | None = None) -> Tensor:
+                      points: Mapping | None = None, ball=None) -> Tensor:
     """(P, Q) alpha-CROWN lower bounds of the rows (bounds.alpha.alpha_lower: signs, warm, keep,
-    points as there), optimised until every case is refuted or the deadline passes.  When the
+    points as there; ball as output_lower's), optimised until every case is refuted or the
+    deadline passes.  When the
     rows come in several blocks, prior (known lower bounds of the rows, e.g. CROWN's) says which
     rows still matter: a block whose rows all belong to refuted conjuncts or cases is skipped
     (its bounds stay at prior), and the result is at least prior; keep is then filled only when
@@ -220,7 +227,7 @@ def alpha_crown_lower(graph: Graph, sp: Cases, pre: dict, cfg: AlphaConfig, dead
     parts = blocks(P, Q, alpha_pair_bytes(graph, item), memory, case_bytes(graph, item))
     if len(parts) == 1:
         return alpha_lower(graph, sp.lo, sp.hi, sp.C, sp.d, pre, cfg, deadline, whole, signs=signs,
-                           warm=warm, keep=keep, points=points)
+                           warm=warm, keep=keep, points=points, ball=ball)
     lb = sp.d.new_full((P, Q), -torch.inf) if prior is None else prior.clone()
     kept: list[dict] = []
     for b, r in parts:
@@ -234,7 +241,8 @@ def alpha_crown_lower(graph: Graph, sp: Cases, pre: dict, cfg: AlphaConfig, dead
 
         kp: dict | None = {} if keep is not None else None
         part = alpha_lower(graph, sp.lo[b], sp.hi[b], sp.C[b, r], sp.d[b, r], _take(pre, b), cfg, deadline, done,
-                           signs=_take(signs, b), warm=_warm_block(warm, b, r), keep=kp, points=_take(points, b))
+                           signs=_take(signs, b), warm=_warm_block(warm, b, r), keep=kp, points=_take(points, b),
+                           ball=_ball_block(ball, b))
         lb[b, r] = torch.maximum(lb[b, r], part)
         kept.append((b, r, kp))
     if keep is not None and len(kept) == len(parts) and all(b == slice(0, P) for b, _, _ in kept):

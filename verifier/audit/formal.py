@@ -127,8 +127,8 @@ def certify(session, x0: np.ndarray, label: int, eps: list[str], input_range, cf
             norm: str = "linf", graph32=None, certified: Decimal = Decimal(0)) -> FormalOutcome:
     """Certify the correctly classified sample x0 (flat) at each radius in `eps` (decimal
     strings), then bisect for its radius, within cfg.seconds in all.  L-inf: the full pipeline
-    on the clipped ball; L2: an attack, then CROWN and alpha-CROWN concretised over the ball
-    (no branch and bound yet); graph32: the float32 graph the L2 attack runs on.  certified: a
+    on the clipped ball; L2: an attack, then CROWN, alpha-CROWN and branch and bound over the
+    box and the ball (pipeline.refute_in_ball); graph32: the float32 graph the L2 attack runs on.  certified: a
     radius already certified (prepass)."""
     deadline = Deadline(cfg.seconds)
     s = _Sample(session, np.asarray(x0).reshape(-1), label, input_range, deadline, norm, graph32)

@@ -13,6 +13,12 @@ A product of two variables is split on its first factor's interval; relational d
 are never split and stay relaxed.  When every
 nonlinearity is a kink and all are decided, the network is affine on the domain and an LP
 decides it.
+
+Over an L2 ball (`ball`, bounds/ball.py) every bound of every domain is concretised over its box
+intersected with the ball: the intermediate bounds, CROWN and alpha/beta-CROWN.  Those bounds
+hold on the ball only, so nothing is ever confirmed as a counterexample there (no candidate, no
+attack: a point of the box may lie outside the ball), and a leaf's LP runs over the box cut by
+half-spaces that contain the ball (_ball_cut): it may refute a leaf, never find one violated.
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ import torch
 from torch import Tensor
 
 from ..bounds.backward import crown_intermediate
+from ..bounds.ball import Ball, ball_lower
 from ..bounds.rounding import lower, clean_bounds
 from ..budget import memory_budget, working_memory
 from ..incomplete import alpha_crown_lower, case_bytes, intermediate_elems, output_lower, row_coefficients
@@ -119,22 +126,30 @@ def _clamps(d: Domains) -> dict:
     return out
 
 
-def _intermediate(q, d: Domains, memory: int | None = None) -> dict[str, tuple[Tensor, Tensor]]:
+def _ball_of(ball: Ball | None, n: int) -> Ball | None:
+    """The query's one ball (centre (1, *input_shape), radius (1,)) for n domains."""
+    return None if ball is None else (ball[0].expand((n,) + tuple(ball[0].shape[1:])), ball[1].expand(n))
+
+
+def _intermediate(q, d: Domains, memory: int | None = None, ball: Ball | None = None
+                  ) -> dict[str, tuple[Tensor, Tensor]]:
     """Activation input bounds of each domain.  A child differs from its parent by one split, so
     only the activations from its `fresh` index on are recomputed (the earlier ones' bounds
-    would come out the same); domains are grouped by that index."""
+    would come out the same); domains are grouped by that index.  ball: see the module."""
     cs, clamps = d.cs, _clamps(d)
     # half of memory for the batch's own bounds, half for the back-substitution's chunks
     elems = intermediate_elems(None if memory is None else memory // 2, cs.lo.element_size())
     if d.pre is None or d.fresh is None:
-        return crown_intermediate(q.graph, cs.lo, cs.hi, fixed=clamps, deadline=q.deadline, budget_elems=elems)
+        return crown_intermediate(q.graph, cs.lo, cs.hi, fixed=clamps, deadline=q.deadline, budget_elems=elems,
+                                  ball=_ball_of(ball, cs.lo.shape[0]))
     names = list(d.splits)
     for first in sorted(set(d.fresh.tolist())):
         if first >= len(names):
             continue
         sel = (d.fresh == first).nonzero().flatten()
         part = crown_intermediate(q.graph, cs.lo[sel], cs.hi[sel], fixed=take_bounds(clamps, sel),
-                                  deadline=q.deadline, first=first, budget_elems=elems)
+                                  deadline=q.deadline, first=first, budget_elems=elems,
+                                  ball=_ball_of(ball, len(sel)))
         for key, (plo, phi) in part.items():
             if not isinstance(key, str) or key in names[first:]:
                 if key not in clamps:
@@ -144,18 +159,19 @@ def _intermediate(q, d: Domains, memory: int | None = None) -> dict[str, tuple[T
     return clamps
 
 
-def _bound(q, d: Domains, alpha_iters: int, memory: int):
+def _bound(q, d: Domains, alpha_iters: int, memory: int, ball: Ball | None = None):
     """(lb (N, Q), activation input bounds, the optimised slopes and betas or None), the rows
-    bounded in blocks within memory bytes."""
+    bounded in blocks within memory bytes.  ball: see the module."""
     cs = d.cs
     warm: dict = {}
     with torch.no_grad():
-        pre = _intermediate(q, d, memory)
-        lb = output_lower(q.graph, cs, pre, memory)
+        pre = _intermediate(q, d, memory, ball)
+        lb = output_lower(q.graph, cs, pre, memory, ball=_ball_of(ball, len(cs)))
     if alpha_iters > 0:
         cfg = replace(q.cfg.alpha_cfg, iterations=alpha_iters)
         lb = torch.maximum(lb, alpha_crown_lower(q.graph, cs, pre, cfg, q.deadline, q.tol, memory, prior=lb,
-                                                 signs=d.splits, warm=d.warm, keep=warm, points=d.points or None))
+                                                 signs=d.splits, warm=d.warm, keep=warm, points=d.points or None,
+                                                 ball=_ball_of(ball, len(cs))))
     return lb, pre, warm or None
 
 
@@ -236,8 +252,13 @@ def _affine_forms(q, leaf: Domains, pre: dict, value: str, C: Tensor, d: Tensor 
     return A, e[0].cpu().double().numpy()
 
 
-def _settle_leaf(q, leaf: Domains, pre: dict):
-    """Decide one fully split domain exactly: True (refuted), a SAT Result, or False (open)."""
+LEAF_BALL_CUTS = 64   # half-spaces around the ball added to a leaf's LP, one per minimiser outside it
+
+
+def _settle_leaf(q, leaf: Domains, pre: dict, ball: Ball | None = None):
+    """Decide one fully split domain exactly: True (refuted), a SAT Result, or False (open).
+    ball: the LP minimises over the box cut by half-spaces that contain the ball (_ball_cut), one
+    more each time its minimiser lies outside the ball; its point is never a counterexample."""
     from ..lp.leaf import leaf_bound
     from ..pipeline import try_confirm
 
@@ -263,9 +284,16 @@ def _settle_leaf(q, leaf: Domains, pre: dict):
         G = np.vstack([rows_A[conj == j]] + G_split)
         g = np.concatenate([rows_e[conj == j]] + g_split)
         bound, x = leaf_bound(G, g, lo, hi)
+        for _ in range(LEAF_BALL_CUTS if ball is not None else 0):
+            cut = None if bound > q.tol or x is None else _ball_cut(x, ball)
+            if cut is None:
+                break
+            q.deadline.check()
+            G, g = np.vstack([G, cut[0]]), np.concatenate([g, cut[1]])
+            bound, x = leaf_bound(G, g, lo, hi)
         if bound > q.tol:
             continue
-        if x is not None:
+        if x is not None and ball is None:
             xt = torch.as_tensor(x, dtype=cs.lo.dtype, device=cs.lo.device).reshape((1,) + tuple(cs.lo.shape[1:]))
             found = try_confirm(q, cs, xt, violations(q.graph, cs, xt))
             if found is not None:
@@ -274,7 +302,25 @@ def _settle_leaf(q, leaf: Domains, pre: dict):
     return True
 
 
-def _settle_leaves(q, leaves: Domains, pre: dict, idx: np.ndarray):
+def _ball_cut(x: np.ndarray, ball: Ball) -> tuple[np.ndarray, np.ndarray] | None:
+    """A half-space a . y + e <= 0 that holds on the whole ball and cuts off the point x (n,), as
+    a leaf LP row (a (1, n), e (1,)); None when x lies in the ball (up to 1e-9 relative).
+    a = (x - centre) / |x - centre|; e is ball_lower's rigorous lower bound of min over the ball
+    of -a . y (= -max of a . y), so a . y + e <= 0 for every y of the ball, whatever a is."""
+    c = ball[0].reshape(-1).double().cpu()
+    r = ball[1].reshape(-1)[:1].double().cpu()
+    a = torch.as_tensor(x, dtype=torch.float64) - c
+    dist = float(a.norm())
+    if not np.isfinite(dist) or dist <= float(r) * (1 + 1e-9):
+        return None
+    a = a / dist
+    e = ball_lower(-a.reshape(1, 1, -1), a.new_zeros(1, 1), a.new_zeros(1, 1), (c.reshape(1, -1), r))
+    if not bool(torch.isfinite(e).all()):
+        return None
+    return a.reshape(1, -1).numpy(), e.reshape(1).numpy()
+
+
+def _settle_leaves(q, leaves: Domains, pre: dict, idx: np.ndarray, ball: Ball | None = None):
     """Domains with every unstable neuron decided: the network is affine there, and one LP per
     conjunct decides them.  True when every leaf is refuted, a SAT Result if one holds a
     confirmed counterexample, False otherwise."""
@@ -282,7 +328,7 @@ def _settle_leaves(q, leaves: Domains, pre: dict, idx: np.ndarray):
     for i, k in enumerate(idx):
         leaf = leaves.take([i])
         pre_l = take_bounds(pre, slice(k, k + 1))
-        out = _settle_leaf(q, leaf, pre_l)
+        out = _settle_leaf(q, leaf, pre_l, ball)
         if out is not True:
             return out
         q.deadline.check()
@@ -295,7 +341,12 @@ class Exhausted(Exception):
     go on another way (input splitting)."""
 
 
-def activation_split_bab(q, cases: Cases, pre: dict | None = None) -> Result:
+def activation_split_bab(q, cases: Cases, pre: dict | None = None, ball: Ball | None = None) -> Result:
+    """UNSAT once every domain is refuted; SAT with a confirmed counterexample (never with a
+    ball); UNKNOWN at the domain or memory cap; raises OutOfTime at the deadline and Exhausted
+    when splitting cannot go on.  pre: bounds known for the cases (valid on the ball, with one);
+    ball: centre (1, *input_shape), radius (1,) at or above the exact one: every bound is taken
+    over each box intersected with it (see the module)."""
     from ..bounds.backward import activation_inputs
     from ..ops import RULES
     from ..pipeline import stage_attack, try_confirm
@@ -326,7 +377,7 @@ def activation_split_bab(q, cases: Cases, pre: dict | None = None) -> Result:
         if batch is None:
             return Result(Verdict.UNKNOWN, reason="too many open domains")
         t0 = time.monotonic()
-        lb, pre, warm = _bound(q, batch, q.cfg.bab_alpha_iterations, work)
+        lb, pre, warm = _bound(q, batch, q.cfg.bab_alpha_iterations, work, ball)
         size.update(len(batch), time.monotonic() - t0)
         cs = batch.cs
         valid = cs.valid & ~conjuncts_refuted(cs, lb, q.tol)
@@ -342,21 +393,22 @@ def activation_split_bab(q, cases: Cases, pre: dict | None = None) -> Result:
         # the weakest open row of each domain: its CROWN coefficients choose the split, and the
         # box corner that minimises its linear bound is a cheap, often excellent candidate
         coeffs = row_coefficients(q.graph, kept.cs, pre_k, torch.where(open_rows(kept.cs), lb_k, INF).argmin(-1))
-        x = torch.where(coeffs[q.graph.input_name] > 0, kept.cs.lo, kept.cs.hi)
-        found = try_confirm(q, kept.cs, x, violations(q.graph, kept.cs, x))
-        if found is not None:
-            return found
+        if ball is None:   # a corner of the box may lie outside the ball: no candidate then
+            x = torch.where(coeffs[q.graph.input_name] > 0, kept.cs.lo, kept.cs.hi)
+            found = try_confirm(q, kept.cs, x, violations(q.graph, kept.cs, x))
+            if found is not None:
+                return found
         names, layer, neuron, point = _branch(q, kept, coeffs, pre_k)
         leaf = (layer < 0).cpu().numpy()
         if leaf.any() and not kinks_only:
             raise Exhausted("an open domain has no activation left worth splitting")
         if leaf.any():
-            settled = _settle_leaves(q, kept.take(np.nonzero(leaf)[0]), pre_k, np.nonzero(leaf)[0])
+            settled = _settle_leaves(q, kept.take(np.nonzero(leaf)[0]), pre_k, np.nonzero(leaf)[0], ball)
             if isinstance(settled, Result):
                 return settled
             if not settled:
                 return Result(Verdict.UNKNOWN, reason="a fully split domain holds an LP solution that "
-                                                      "onnxruntime does not confirm")
+                              + ("onnxruntime does not confirm" if ball is None else "no cut off the ball removes"))
             inner = np.nonzero(~leaf)[0]
             if inner.size == 0:
                 continue
@@ -369,7 +421,7 @@ def activation_split_bab(q, cases: Cases, pre: dict | None = None) -> Result:
         progress.maybe("activation BaB: %d open domains after %d rounds (%d bounded, %d LP leaves), worst bound %.4g",
                        sum(len(s) for s in stack), rounds, domains, q.stats.get("lp_leaves", 0),
                        float(weakest_open_bound(kept.cs, lb_k).min()))
-        if rounds % 20 == 0:
+        if rounds % 20 == 0 and ball is None:
             found = stage_attack(q, cases, round_=rounds)  # a fresh random stream each time
             if found is not None:
                 return found
