@@ -22,7 +22,7 @@ from torch import Tensor
 
 from ..ir import Graph, Node
 from ..ops import RULES, side_boxes
-from .ball import Ball, ball_lower
+from .ball import Ball, ball_lower, box_ball_lower
 from .interval import Bounds, interval_bounds
 from .rounding import (accumulate, clean_bounds, coef, floor, lower, magnitude, model_coef, model_floor,
                        model_planes)
@@ -345,11 +345,13 @@ def concretise_lower(a: Tensor | None, const: Tensor, err: Tensor, lo: Tensor, h
     two batched products (a+ . lo and a- . hi), 2 n_in + 1 terms whose sum rounds by at most
     gamma(2 n_in + 2) of their magnitudes (computed as a+ . |lo| - a- . |hi|, itself low by at
     most gamma(n_in + 3)).  ball: the inputs lie in that L2 ball too (bounds/ball.py): the
-    larger of the two minima."""
+    largest of the box's, the ball's and their intersection's minima."""
     if a is None:
         return lower(const, err)
-    if ball is not None:
-        return torch.maximum(concretise_lower(a, const, err, lo, hi), ball_lower(a, const, err, ball))
+    if ball is not None:   # each a rigorous bound; the intersection's is the tightest unless rounding says otherwise
+        box = concretise_lower(a, const, err, lo, hi)
+        return torch.maximum(torch.maximum(box, ball_lower(a, const, err, ball)),
+                             box_ball_lower(a, const, err, lo, hi, ball))
     ap, an = a.clamp(min=0), a.clamp(max=0)
     value = const + _dot_rows(ap, lo) + _dot_rows(an, hi)   # 2 n products and the constant
     with torch.no_grad():
