@@ -139,3 +139,18 @@ def assert_counterexample(model: Path, spec: BoxSpec, x: np.ndarray, y: np.ndarr
     assert spec.violated_by(out), f"onnxruntime's output {out} does not violate the property"
     if y is not None:
         np.testing.assert_allclose(np.asarray(y, dtype=np.float64), out, rtol=1e-5, atol=1e-6)
+
+
+# In-process (verifier.cli.main, stdout/stderr captured): the same code path as the command, without
+# paying for a Python and torch start-up per case.
+@pytest.fixture
+def run_main(capsys):
+    from verifier.cli import main
+
+    def run(*args) -> subprocess.CompletedProcess:
+        capsys.readouterr()
+        rc = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(args, rc, out, err)
+
+    return run

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import itertools
-import subprocess
 
 import numpy as np
 import onnx
@@ -200,17 +199,6 @@ def test_two_networks_compare_their_classes(tmp_path):
 
 
 # --------------------------------------------------------------------------- 3. refusals
-@pytest.fixture
-def run_main(capsys):
-    from verifier.cli import main
-
-    def run(*args) -> subprocess.CompletedProcess:
-        capsys.readouterr()
-        rc = main([str(a) for a in args])
-        out, err = capsys.readouterr()
-        return subprocess.CompletedProcess(args, rc, out, err)
-
-    return run
 
 
 def _refused(r, needle: str) -> None:

@@ -195,20 +195,8 @@ def test_stdout_carries_the_verdict_alone(examples, tmp_path, monkeypatch, capfd
 
 
 # --------------------------------------------------------------------------- bad inputs
-# In-process (verifier.cli.main, stdout/stderr captured): the same code path as the command, without
-# paying for a Python and torch start-up per case.
-@pytest.fixture
-def run_main(capsys):
-    from verifier.cli import main
-
-    def run(*args) -> subprocess.CompletedProcess:
-        capsys.readouterr()
-        rc = main([str(a) for a in args])
-        out, err = capsys.readouterr()
-        return subprocess.CompletedProcess(args, rc, out, err)
-
-    return run
-
+# In-process (conftest's run_main fixture): the same code path as the command, without paying for a
+# Python and torch start-up per case.
 
 def assert_input_error(r: subprocess.CompletedProcess, *needles: str) -> None:
     assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
