@@ -83,7 +83,10 @@ def test_scoring_on_a_mini_benchmark(tmp_path):
     assert got == [("sat", "ok", "yes", "10"), ("unsat", "", "yes", "10"),
                    ("sat", "ok", "yes", "10"), ("unsat", "", "unverified", "0")]
     assert list(rows[0]) == ["bench", "onnx", "vnnlib", "expected", "verdict", "seconds", "check", "correct",
-                             "points", "timeout", "spec", "detail"]
+                             "points", "timeout", "spec", "detail", "peak_mb"]
+    # each verifier process's peak resident memory (the fake verifier is a Python process: 5-500 MB)
+    assert all(5 <= float(r["peak_mb"]) <= 500 for r in rows), [r["peak_mb"] for r in rows]
+    assert "peak MB" in summary
     assert "| mini | out | 4 | 4 | 2 | 2 | 0 | 0 | 0 | 0 | 1 | 30 |" in summary
     assert "Unverified (1)" in summary
     assert (tmp_path / "out" / "cactus.png").read_bytes().startswith(PNG)
@@ -137,6 +140,7 @@ def test_timeout_kills_the_process_group(tmp_path):
                            fake_args=("--mode", "sleep", "--spawn-child", "--pid-dir", str(pids)))
     assert rows[0]["verdict"] == "timeout" and rows[0]["timeout"] == "0.5"
     assert 1.0 <= float(rows[0]["seconds"]) < time.monotonic() - start
+    assert 5 <= float(rows[0]["peak_mb"]) <= 500         # a killed verifier's peak memory too
     recorded = [int(p.name) for p in pids.iterdir()]
     assert len(recorded) == 2
     time.sleep(0.2)

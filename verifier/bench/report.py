@@ -7,7 +7,9 @@ Summary columns, per benchmark and run:
 * unknown, timeout, error: verdicts;  wrong: correct ``no`` (-150 each);
 * unverified: unsat where no reference answer exists, plus disputed sats (0 points each);
 * points: VNN-COMP's +10 / -150, without its time bonus;
-* total s: wall-clock over every instance run; median s: over the solved ones.
+* total s: wall-clock over every instance run; median s: over the solved ones;
+* peak MB: the largest peak resident memory of a verifier process (wait4's ru_maxrss; "-" where
+  the platform gives none, or in results read from an older results.csv).
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from .runner import Result
 from .score import POINTS, SOLVED
 
 COLUMNS = ("bench", "onnx", "vnnlib", "expected", "verdict", "seconds", "check", "correct",
-           "points", "timeout", "spec", "detail")
+           "points", "timeout", "spec", "detail", "peak_mb")
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,8 @@ def write_results(path: Path, results: list[Result]) -> None:
         w.writerow(COLUMNS)
         for r in rows:
             w.writerow([r.bench, r.onnx, r.vnnlib, r.expected, r.verdict, f"{r.seconds:.3f}", r.check,
-                        r.correct, r.points, f"{r.timeout:g}", r.spec, r.detail])
+                        r.correct, r.points, f"{r.timeout:g}", r.spec, r.detail,
+                        "" if r.peak_mb is None else f"{r.peak_mb:.0f}"])
     os.replace(tmp, path)
 
 
@@ -58,7 +61,8 @@ def read_results(path: Path) -> list[Result]:
             out.append(Result(row["bench"], row["onnx"], row["vnnlib"], row.get("expected", ""), row["verdict"],
                               float(row["seconds"] or 0), row.get("check", ""), correct,
                               int(row.get("points") or POINTS.get(correct, 0)), float(row.get("timeout") or 0),
-                              row.get("spec", ""), row.get("detail", ""), i))
+                              row.get("spec", ""), row.get("detail", ""), i, "",
+                              float(row["peak_mb"]) if row.get("peak_mb") else None))
     return out
 
 
@@ -78,6 +82,7 @@ class Tally:
     points: int = 0
     total_s: float = 0.0
     median_s: float | None = None
+    peak_mb: float | None = None
 
 
 def tally(results: list[Result] | tuple[Result, ...]) -> Tally:
@@ -95,16 +100,18 @@ def tally(results: list[Result] | tuple[Result, ...]) -> Tally:
         points=sum(r.points for r in results),
         total_s=sum(r.seconds for r in results),
         median_s=statistics.median(r.seconds for r in solved) if solved else None,
+        peak_mb=max((r.peak_mb for r in results if r.peak_mb is not None), default=None),
     )
 
 
 _HEAD = ("bench", "run", "instances", "solved", "sat", "unsat", "unknown", "timeout", "error", "wrong",
-         "unverified", "points", "total s", "median s")
+         "unverified", "points", "total s", "median s", "peak MB")
 
 
 def _row(bench: str, label: str, t: Tally) -> str:
     median = "-" if t.median_s is None else f"{t.median_s:.2f}"
-    cells = [bench, label, *(str(getattr(t, f.name)) for f in fields(Tally)[:10]), f"{t.total_s:.1f}", median]
+    peak = "-" if t.peak_mb is None else f"{t.peak_mb:.0f}"
+    cells = [bench, label, *(str(getattr(t, f.name)) for f in fields(Tally)[:10]), f"{t.total_s:.1f}", median, peak]
     return "| " + " | ".join(cells) + " |"
 
 

@@ -59,6 +59,7 @@ class Result:
     detail: str
     row: int = 0
     log: str = ""
+    peak_mb: float | None = None    # the verifier process's peak resident memory (None: not measured)
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -72,6 +73,7 @@ class Outcome:
     stdout: str
     log: str
     detail: str = ""
+    peak_mb: float | None = None
 
 
 def time_limit(inst: Instance, cfg: RunConfig) -> float:
@@ -134,29 +136,73 @@ def run_verifier(inst: Instance, cfg: RunConfig, procs: Processes) -> Outcome:
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.perf_counter()
         proc = procs.start(argv, out, err)
-        killed = False
+        killed, peak = False, None
         try:
-            try:
-                proc.wait(timeout=limit + cfg.grace)
-            except subprocess.TimeoutExpired:
-                killed = True
+            killed, peak = _wait(proc, limit + cfg.grace)
             seconds = time.perf_counter() - start
         finally:  # also on Ctrl-C or a Ray cancel: never leave a verifier running
             kill_group(proc)
+            if killed:
+                peak = _reap(proc)
             proc.wait()
             procs.done(proc)
         stdout, stderr = _read(out), _read(err)
-    log = (f"$ {shlex.join(argv)}\nexit {proc.returncode} after {seconds:.3f} s{' (killed)' if killed else ''}\n"
+    memory = "" if peak is None else f", peak {peak:.0f} MB"
+    log = (f"$ {shlex.join(argv)}\nexit {proc.returncode} after {seconds:.3f} s{memory}"
+           f"{' (killed)' if killed else ''}\n"
            f"--- stdout (head)\n{stdout[:LOG_CHARS]}\n--- stderr (tail)\n{stderr[-LOG_CHARS:]}\n")
     first, _, rest = stdout.lstrip("\n").partition("\n")
     if killed:
-        return Outcome("timeout", seconds, "", log, f"killed at {limit + cfg.grace:g} s")
+        return Outcome("timeout", seconds, "", log, f"killed at {limit + cfg.grace:g} s", peak)
     if proc.returncode != 0:
-        return Outcome("error", seconds, "", log, f"exit status {proc.returncode}: {_last_line(stderr)}")
+        return Outcome("error", seconds, "", log, f"exit status {proc.returncode}: {_last_line(stderr)}", peak)
     verdict = VERDICTS.get(first.strip())
     if verdict is None:
-        return Outcome("error", seconds, "", log, f"first stdout line {first.strip()[:60]!r}")
-    return Outcome(verdict, seconds, rest, log)
+        return Outcome("error", seconds, "", log, f"first stdout line {first.strip()[:60]!r}", peak)
+    return Outcome(verdict, seconds, rest, log, "", peak)
+
+
+def _peak_mb(usage) -> float | None:
+    return usage.ru_maxrss / 1024 if sys.platform.startswith("linux") else None
+
+
+def _reap(proc: subprocess.Popen) -> float | None:
+    """Reap the killed proc with wait4: its peak resident memory in MB (None when unknown)."""
+    if proc.returncode is not None or not hasattr(os, "wait4"):
+        return None
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    except ChildProcessError:
+        return None
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return _peak_mb(usage)
+
+
+def _wait(proc: subprocess.Popen, timeout: float) -> tuple[bool, float | None]:
+    """Wait up to timeout seconds for proc: (killed, its peak resident memory in MB).  Reaped with
+    wait4, whose resource usage holds the child's peak (Linux: ru_maxrss in KB); None where the
+    platform gives none.  Polls in steps of at most 20 ms (the time measured is that much late at
+    most)."""
+    if not hasattr(os, "wait4"):
+        try:
+            proc.wait(timeout=timeout)
+            return False, None
+        except subprocess.TimeoutExpired:
+            return True, None
+    end, step = time.monotonic() + timeout, 0.001
+    while True:
+        try:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        except ChildProcessError:     # already reaped (by Popen itself): no usage to read
+            proc.wait()
+            return False, None
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return False, _peak_mb(usage)
+        if time.monotonic() >= end:
+            return True, None
+        time.sleep(step)
+        step = min(2 * step, 0.02)
 
 
 def _read(f) -> str:
@@ -186,7 +232,7 @@ def evaluate(inst: Instance, cfg: RunConfig, procs: Processes | None = None) -> 
     correct = judge(inst.expected, outcome.verdict, check)
     return Result(inst.bench, inst.onnx, inst.vnnlib, inst.expected, outcome.verdict, outcome.seconds,
                   check, correct, points(correct), time_limit(inst, cfg), inst.spec_version, detail,
-                  inst.row, outcome.log)
+                  inst.row, outcome.log, outcome.peak_mb)
 
 
 OnResult = Callable[[Result], None]
