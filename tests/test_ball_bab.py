@@ -175,3 +175,26 @@ def test_audit_l2_radii_do_not_shrink_and_grow(digits, tmp_path, monkeypatch):
         assert len(pts) > 100
         labels = [int(np.argmax(run_onnxruntime(proto, p.reshape(1, -1)))) for p in pts]
         assert all(lab == s["label"] for lab in labels), s["index"]
+
+
+def test_inputs_up_to_16_fall_back_on_boxes_where_activation_splitting_gives_up(tmp_path, monkeypatch):
+    """When activation splitting cannot go on (Exhausted), an input of at most 16 elements is still
+    proved by splitting its box over the ball."""
+    from verifier import pipeline
+    from verifier.bab import activation_split
+
+    def exhausted(*args, **kwargs):
+        raise activation_split.Exhausted("no nonlinearity of the network can be split")
+
+    monkeypatch.setattr(activation_split, "activation_split_bab", exhausted)
+    session, g, c, lo, hi = _problem(tmp_path, 8, 8, [16, 16], r=0.5)
+    assert pipeline.BALL_SPLIT_MAX_DIM < g.input_size <= pipeline.BALL_SPLIT_FALLBACK_DIM
+    _, m = _ball_points(g, c, 0.5, lo, hi, 8)
+    bounds_only = _bounds_only(_problem(tmp_path, 8, 8, [16, 16], r=0.5)[0])
+    for tau in (float(m.min()) - delta for delta in (0.1, 0.05, 0.02, 0.01)):
+        if bounds_only.refute_in_ball(_query(lo, hi, tau, 2), c, 0.5, Deadline(20)).verdict is Verdict.UNSAT:
+            continue                            # CROWN alone proves it: nothing left for the fallback
+        got = session.refute_in_ball(_query(lo, hi, tau, 2), c, 0.5, Deadline(60))
+        assert got.verdict is Verdict.UNSAT, (tau, got.verdict, got.reason)
+        return
+    pytest.skip("alpha-CROWN over the ball proves every threshold tried")

@@ -322,6 +322,8 @@ def ball_bab(q: Query, cases: Cases, pre: dict, ball: tuple[torch.Tensor, torch.
     try:
         got = activation_split_bab(q, cases, pre, ball=ball)
     except Exhausted as why:
+        if q.graph.input_size <= BALL_SPLIT_FALLBACK_DIM:   # smooth activations left unsplittable: boxes
+            return split_in_ball(q, cases, *ball)
         return Result(Verdict.UNKNOWN, reason=f"L2 activation splitting: {why}")
     assert got.verdict is not Verdict.SAT, "a ball query is never sat"
     return got
@@ -333,6 +335,7 @@ def ball_bab(q: Query, cases: Cases, pre: dict, ball: tuple[torch.Tensor, torch.
 # 2x faster on most but 3x slower on one; at 8 and 16 inputs it timed out on 22 of 24 that
 # activation splitting proved in 0.1-2 s.
 BALL_SPLIT_MAX_DIM = 4
+BALL_SPLIT_FALLBACK_DIM = 16   # where activation splitting gives up, inputs up to this size are split
 BALL_SPLIT_BATCH = 64          # domains split per round of split_in_ball
 BALL_SPLIT_MAX = 100_000       # open domains beyond which it gives up
 
