@@ -61,7 +61,8 @@ def _exact_box_ball_min(a, c, l, u, r):
     if mpmath.fsum((x - ci) ** 2 for x, ci in zip(box, c)) <= r * r:
         return mpmath.fsum(ai * x for ai, x in zip(a, box))
     point = lambda mu: [clip(ci - ai / (2 * mu), lo, hi) for ai, ci, lo, hi in zip(a, c, l, u)]
-    lo_mu, hi_mu = mpmath.mpf(10) ** -40, mpmath.mpf(10) ** 40
+    size = mpmath.sqrt(mpmath.fsum(ai * ai for ai in a)) / r      # the multiplier's scale
+    lo_mu, hi_mu = size * mpmath.mpf(10) ** -40, size * mpmath.mpf(10) ** 40
     for _ in range(600):
         mid = mpmath.sqrt(lo_mu * hi_mu)
         if mpmath.fsum((x - ci) ** 2 for x, ci in zip(point(mid), c)) > r * r:
@@ -208,3 +209,24 @@ def test_input_splitting_over_a_ball_proves_what_crown_cannot_and_nothing_false(
     tau = sampled + 1e-6 * (1 + abs(sampled))      # a sampled point of the ball violates: never unsat
     got = session.refute_in_ball(_box_query(c, r, tau), c, r, Deadline(4))
     assert got.verdict is not Verdict.UNSAT
+
+
+@pytest.mark.parametrize("flush", [False, True])
+def test_box_and_ball_bound_with_tiny_coefficients(flush):
+    """Coefficients near 1e-160, whose squares are subnormal (flushed to 0 when the engine sets
+    flush-to-zero, as it does on the CPU): the bound stays below the exact minimum."""
+    rng = np.random.default_rng(11)
+    mpmath.mp.dps = 400
+    torch.set_flush_denormal(flush)
+    try:
+        for trial in range(6):
+            n = 5
+            a = torch.as_tensor(rng.normal(size=(1, 1, n)) * 1e-158, dtype=torch.float64)
+            c = torch.as_tensor(rng.uniform(0, 1, size=(1, n)) * (rng.uniform(size=(1, n)) < 0.5), dtype=torch.float64)
+            r = torch.tensor([rng.uniform(0.1, 1.0)], dtype=torch.float64)
+            zero = torch.zeros(1, 1, dtype=torch.float64)
+            lb = box_ball_lower(a, zero, zero, torch.zeros_like(c), torch.ones_like(c), (c, r))
+            exact = _exact_box_ball_min(a[0, 0], c[0], [0.0] * n, [1.0] * n, r[0])
+            assert mpmath.mpf(float(lb[0, 0])) <= exact, (trial, float(lb[0, 0]), float(exact))
+    finally:
+        torch.set_flush_denormal(False)

@@ -65,7 +65,8 @@ def box_ball_lower(a: Tensor, const: Tensor, err: Tensor, lo: Tensor, hi: Tensor
     when v_i lies beyond it by more than its rounding, else q_i's unconstrained minimum a_i c_i -
     a_i^2 / (4 mu), which is below h_i wherever v_i is.  Each term is a few products and sums of
     floats (relative error gamma(8) of its magnitude), the n terms, mu r^2 and the constant sum
-    within gamma(n + 3) of their magnitudes; flushed subnormals cost an absolute floor."""
+    within gamma(n + 3) of their magnitudes; flushed subnormals cost an absolute floor (and a
+    square a_i^2 flushed before its division by 4 mu, tiny / (4 mu))."""
     centre, radius = ball
     af = _flat(a)
     B, q, n = af.shape
@@ -100,5 +101,7 @@ def box_ball_lower(a: Tensor, const: Tensor, err: Tensor, lo: Tensor, hi: Tensor
         e = coef(n + 11, n + 3, dtype) * (const.detach().abs() + mags + mr2)
         e = e + floor(dtype, 8 * n + 4, ad.abs().sum(-1), (c.abs() + l.abs() + u.abs()).sum(-1),
                       mu[..., 0] * (n + 1))
+        # a_i^2 flushed to 0 before its division by 4 mu: tiny / (4 mu) each (inf if mu underflowed)
+        e = e + n * tiny(dtype) / mu[..., 0]
         err = accumulate(err, e)
     return lower(value, err)
