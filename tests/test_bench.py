@@ -77,15 +77,18 @@ def alive(pid: int) -> bool:
 
 
 def test_scoring_on_a_mini_benchmark(tmp_path):
+    # 400 MB held here: a child's pages from before its exec must not count as its peak memory
+    ballast = np.ones(50_000_000)
     rc, rows, summary = run([mini_bench(tmp_path / "mini")], tmp_path / "out")
+    del ballast
     assert rc == 0
     got = [(r["verdict"], r["check"], r["correct"], r["points"]) for r in rows]
     assert got == [("sat", "ok", "yes", "10"), ("unsat", "", "yes", "10"),
                    ("sat", "ok", "yes", "10"), ("unsat", "", "unverified", "0")]
     assert list(rows[0]) == ["bench", "onnx", "vnnlib", "expected", "verdict", "seconds", "check", "correct",
                              "points", "timeout", "spec", "detail", "peak_mb"]
-    # each verifier process's peak resident memory (the fake verifier is a Python process: 5-500 MB)
-    assert all(5 <= float(r["peak_mb"]) <= 500 for r in rows), [r["peak_mb"] for r in rows]
+    # each verifier process's peak resident memory (the fake verifier is a small Python process)
+    assert all(5 <= float(r["peak_mb"]) <= 300 for r in rows), [r["peak_mb"] for r in rows]
     assert "peak MB" in summary
     assert "| mini | out | 4 | 4 | 2 | 2 | 0 | 0 | 0 | 0 | 1 | 30 |" in summary
     assert "Unverified (1)" in summary

@@ -8,8 +8,8 @@ Summary columns, per benchmark and run:
 * unverified: unsat where no reference answer exists, plus disputed sats (0 points each);
 * points: VNN-COMP's +10 / -150, without its time bonus;
 * total s: wall-clock over every instance run; median s: over the solved ones;
-* peak MB: the largest peak resident memory of a verifier process (wait4's ru_maxrss; "-" where
-  the platform gives none, or in results read from an older results.csv).
+* peak MB: the largest peak resident memory of a verifier process (VmHWM polled from /proc; "-"
+  where the platform gives none, or in results read from an older results.csv).
 """
 from __future__ import annotations
 

@@ -142,8 +142,6 @@ def run_verifier(inst: Instance, cfg: RunConfig, procs: Processes) -> Outcome:
             seconds = time.perf_counter() - start
         finally:  # also on Ctrl-C or a Ray cancel: never leave a verifier running
             kill_group(proc)
-            if killed:
-                peak = _reap(proc)
             proc.wait()
             procs.done(proc)
         stdout, stderr = _read(out), _read(err)
@@ -162,46 +160,37 @@ def run_verifier(inst: Instance, cfg: RunConfig, procs: Processes) -> Outcome:
     return Outcome(verdict, seconds, rest, log, "", peak)
 
 
-def _peak_mb(usage) -> float | None:
-    return usage.ru_maxrss / 1024 if sys.platform.startswith("linux") else None
-
-
-def _reap(proc: subprocess.Popen) -> float | None:
-    """Reap the killed proc with wait4: its peak resident memory in MB (None when unknown)."""
-    if proc.returncode is not None or not hasattr(os, "wait4"):
-        return None
+def _hwm_mb(status: str) -> float | None:
+    """VmHWM (the peak resident memory of the process image) from /proc/PID/status, in MB; None
+    when it cannot be read (no /proc, the process gone or a zombie)."""
     try:
-        _, status, usage = os.wait4(proc.pid, 0)
-    except ChildProcessError:
-        return None
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return _peak_mb(usage)
+        with open(status) as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def _wait(proc: subprocess.Popen, timeout: float) -> tuple[bool, float | None]:
-    """Wait up to timeout seconds for proc: (killed, its peak resident memory in MB).  Reaped with
-    wait4, whose resource usage holds the child's peak (Linux: ru_maxrss in KB); None where the
-    platform gives none.  Polls in steps of at most 20 ms (the time measured is that much late at
-    most)."""
-    if not hasattr(os, "wait4"):
-        try:
-            proc.wait(timeout=timeout)
-            return False, None
-        except subprocess.TimeoutExpired:
-            return True, None
-    end, step = time.monotonic() + timeout, 0.001
+    """Wait up to timeout seconds for proc: (killed, its peak resident memory in MB).  The peak is
+    the largest VmHWM read while it ran (polled every few ms, at most 20 ms apart): the high-water
+    mark of the verifier's own image, which wait4's ru_maxrss is not (it keeps the pages the
+    process had as a fork of this one before its exec).  None where /proc gives nothing."""
+    end, step, peak = time.monotonic() + timeout, 0.001, None
+    status = f"/proc/{proc.pid}/status"
     while True:
+        hwm = _hwm_mb(status)
+        if hwm is not None:
+            peak = hwm if peak is None else max(peak, hwm)
         try:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        except ChildProcessError:     # already reaped (by Popen itself): no usage to read
-            proc.wait()
-            return False, None
-        if pid:
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            return False, _peak_mb(usage)
+            proc.wait(timeout=step)
+            return False, peak
+        except subprocess.TimeoutExpired:
+            pass
         if time.monotonic() >= end:
-            return True, None
-        time.sleep(step)
+            return True, peak
         step = min(2 * step, 0.02)
 
 
