@@ -158,11 +158,12 @@ def stage_points(q, sub, pre: dict | None) -> Result | None:
     g64 = cpu64(q)
     if sum(n.size for n in g64.nodes) + g64.input_size > POINT_MAX_COLUMNS:
         return None
-    conj = sub.conj.cpu().numpy()
-    C, d = sub.C.cpu().double().numpy(), sub.d.cpu().double().numpy()
+    valid = sub.valid.cpu().numpy()
     work, total = [], 0
     for b in range(len(sub)):
-        js = np.flatnonzero(sub.valid[b].cpu().numpy())[:POINT_CONJUNCTS - total]
+        if total >= POINT_CONJUNCTS:
+            break
+        js = np.flatnonzero(valid[b])[:POINT_CONJUNCTS - total]
         if js.size:
             work.append((b, js))
             total += js.size
@@ -172,7 +173,8 @@ def stage_points(q, sub, pre: dict | None) -> Result | None:
     for b, js in work:
         lo, hi, rows = case_inputs(sub, b)
         case = q.prop.cases[int(sub.case[b])]
-        parts = [(C[b][conj[b] == j], d[b][conj[b] == j]) for j in js]
+        conj, C, d = sub.conj[b].cpu().numpy(), sub.C[b].cpu().double().numpy(), sub.d[b].cpu().double().numpy()
+        parts = [(C[conj == j], d[conj == j]) for j in js]
         try:
             for x in conjunct_points(g64, lo, hi, case_pre(pre, b), parts, left, rows):
                 tried += 1
