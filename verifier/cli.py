@@ -209,16 +209,14 @@ def _assignment_blocks(prop, result, model_path):
     return blocks
 
 
-def _is_integer(dtype: str) -> bool:
-    return dtype.lower().startswith(("int", "uint")) or dtype.lower() == "bool"
-
-
 def _assignment_lines(blocks) -> list[str]:
     """Each variable's header line, then its values: integer types as integers."""
+    from .argmax import is_integer
+
     lines = []
     for name, dtype, shape, values in blocks:
         lines.append(f"{name} {dtype} [{','.join(str(d) for d in shape)}]")
-        lines.extend(str(int(v)) if _is_integer(dtype) else repr(float(v)) for v in values)
+        lines.extend(str(int(v)) if is_integer(dtype) else repr(float(v)) for v in values)
     return lines
 
 
@@ -245,10 +243,12 @@ def _serialise(blocks, directory: str) -> None:
     import numpy as np
     from onnx import numpy_helper
 
+    from .argmax import is_integer
+
     os.makedirs(directory, exist_ok=True)
     for name, dtype, shape, values in blocks:
         np_type = np.float64 if dtype.lower() in ("float64", "real") else np.dtype(dtype.lower()).type \
-            if _is_integer(dtype) else np.float32
+            if is_integer(dtype) else np.float32
         arr = np.asarray(values, dtype=np_type).reshape(shape if shape else ())
         with open(os.path.join(directory, f"{name}.pb"), "wb") as f:
             f.write(numpy_helper.from_array(arr, name).SerializeToString())

@@ -273,6 +273,7 @@ def refute_in_ball(q: Query, centre: np.ndarray, radius: float) -> Result:
     intersection (split_in_ball for small inputs, activation splitting after it or for larger
     ones: ball_bab) refute every case; else UNKNOWN, or TIMEOUT at the deadline.  Never SAT."""
     from .bounds.backward import crown_intermediate
+    from .bounds.ball import ball_for
     from .incomplete import alpha_crown_lower, intermediate_elems, output_lower
 
     try:
@@ -285,7 +286,7 @@ def refute_in_ball(q: Query, centre: np.ndarray, radius: float) -> Result:
         if float(r) < radius:
             r = torch.nextafter(r, torch.tensor(float("inf"), dtype=q.dtype))
         ball = (c.reshape((1,) + tuple(q.graph.input_shape)), r.to(q.device).reshape(1))
-        each = (ball[0].expand((K,) + tuple(q.graph.input_shape)), ball[1].expand(K))
+        each = ball_for(ball, K)
         with torch.no_grad():
             pre = crown_intermediate(q.graph, cases.lo, cases.hi, deadline=q.deadline, ball=each,
                                      budget_elems=intermediate_elems(q.memory // 2, cases.lo.element_size()))
@@ -346,6 +347,7 @@ def split_in_ball(q: Query, cases: Cases, centre: torch.Tensor, radius: torch.Te
     the centre is farther than the radius, with a margin for the distance's rounding) holds no
     input.  centre: (1, *input_shape); radius: (1,), at or above the ball's exact radius.  UNSAT once every box is refuted; UNKNOWN at the domain cap, TIMEOUT at the deadline."""
     from .bounds.backward import crown_intermediate, crown_output
+    from .bounds.ball import ball_for
     from .bounds.rounding import lower
 
     domains = cases
@@ -369,7 +371,7 @@ def split_in_ball(q: Query, cases: Cases, centre: torch.Tensor, radius: torch.Te
         near = torch.minimum(torch.maximum(centre.reshape(1, -1), lo_c.reshape(len(kids), -1)), hi_c.reshape(len(kids), -1))
         dist2 = ((near.double() - centre.reshape(1, -1).double()) ** 2).sum(1)
         misses = dist2 > radius.double() ** 2 * (1 + 1e-9) + 1e-300
-        kball = (centre.expand(shape), radius.expand(len(kids)))
+        kball = ball_for((centre, radius), len(kids))
         with torch.no_grad():
             pre = crown_intermediate(q.graph, kids.lo, kids.hi, deadline=q.deadline, ball=kball)
             lb = lower(crown_output(q.graph, kids.lo, kids.hi, kids.C, pre, ball=kball) + kids.d)

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from ..bounds.backward import crown_intermediate
-from ..bounds.ball import Ball, ball_lower
+from ..bounds.ball import Ball, ball_for, ball_lower
 from ..bounds.rounding import lower, clean_bounds
 from ..budget import memory_budget, working_memory
 from ..incomplete import alpha_crown_lower, case_bytes, intermediate_elems, output_lower, row_coefficients
@@ -126,11 +126,6 @@ def _clamps(d: Domains) -> dict:
     return out
 
 
-def _ball_of(ball: Ball | None, n: int) -> Ball | None:
-    """The query's one ball (centre (1, *input_shape), radius (1,)) for n domains."""
-    return None if ball is None else (ball[0].expand((n,) + tuple(ball[0].shape[1:])), ball[1].expand(n))
-
-
 def _intermediate(q, d: Domains, memory: int | None = None, ball: Ball | None = None
                   ) -> dict[str, tuple[Tensor, Tensor]]:
     """Activation input bounds of each domain.  A child differs from its parent by one split, so
@@ -141,7 +136,7 @@ def _intermediate(q, d: Domains, memory: int | None = None, ball: Ball | None = 
     elems = intermediate_elems(None if memory is None else memory // 2, cs.lo.element_size())
     if d.pre is None or d.fresh is None:
         return crown_intermediate(q.graph, cs.lo, cs.hi, fixed=clamps, deadline=q.deadline, budget_elems=elems,
-                                  ball=_ball_of(ball, cs.lo.shape[0]))
+                                  ball=ball_for(ball, cs.lo.shape[0]))
     names = list(d.splits)
     for first in sorted(set(d.fresh.tolist())):
         if first >= len(names):
@@ -149,7 +144,7 @@ def _intermediate(q, d: Domains, memory: int | None = None, ball: Ball | None = 
         sel = (d.fresh == first).nonzero().flatten()
         part = crown_intermediate(q.graph, cs.lo[sel], cs.hi[sel], fixed=take_bounds(clamps, sel),
                                   deadline=q.deadline, first=first, budget_elems=elems,
-                                  ball=_ball_of(ball, len(sel)))
+                                  ball=ball_for(ball, len(sel)))
         for key, (plo, phi) in part.items():
             if not isinstance(key, str) or key in names[first:]:
                 if key not in clamps:
@@ -166,12 +161,12 @@ def _bound(q, d: Domains, alpha_iters: int, memory: int, ball: Ball | None = Non
     warm: dict = {}
     with torch.no_grad():
         pre = _intermediate(q, d, memory, ball)
-        lb = output_lower(q.graph, cs, pre, memory, ball=_ball_of(ball, len(cs)))
+        lb = output_lower(q.graph, cs, pre, memory, ball=ball_for(ball, len(cs)))
     if alpha_iters > 0:
         cfg = replace(q.cfg.alpha_cfg, iterations=alpha_iters)
         lb = torch.maximum(lb, alpha_crown_lower(q.graph, cs, pre, cfg, q.deadline, q.tol, memory, prior=lb,
                                                  signs=d.splits, warm=d.warm, keep=warm, points=d.points or None,
-                                                 ball=_ball_of(ball, len(cs))))
+                                                 ball=ball_for(ball, len(cs))))
     return lb, pre, warm or None
 
 

@@ -12,6 +12,12 @@ from .rounding import accumulate, coef, floor, gamma, lower, tiny, unit
 Ball = tuple[Tensor, Tensor]   # centre (B, *input_shape), radius (B,): |x - centre|_2 <= radius
 
 
+def ball_for(ball: Ball | None, n: int) -> Ball | None:
+    """One ball (centre (1, *input_shape), radius (1,)) as the ball of each of n subproblems
+    (expanded views, no copies); None stays None."""
+    return None if ball is None else (ball[0].expand((n,) + tuple(ball[0].shape[1:])), ball[1].expand(n))
+
+
 def _flat(t: Tensor) -> Tensor:
     return t.reshape(t.shape[0], t.shape[1], -1)
 

@@ -58,6 +58,18 @@ def _seconds(q, t0: float, share: float, left: int) -> float:
     return (t0 * share - (t0 - q.deadline.left())) / max(left, 1)
 
 
+def _budgeted(q, share: float, work: list):
+    """Each piece of work with budget(): the seconds it may still take, an even part of what is
+    left of the stage's share of the time (asked again as the piece goes on).  Stops once that
+    is 0.05 s or less."""
+    t0 = q.deadline.left()
+    for k, item in enumerate(work):
+        budget = lambda k=k: _seconds(q, t0, share, len(work) - k)
+        if budget() <= 0.05:
+            return
+        yield item, budget
+
+
 @metered("LP")
 def stage_lp(q, sub, pre: dict, lb: torch.Tensor, idx: np.ndarray) -> tuple[torch.Tensor, dict]:
     """For the open cases idx: LP-tightened activation input bounds (lp/relax.tighten_pre), the LP
@@ -71,16 +83,12 @@ def stage_lp(q, sub, pre: dict, lb: torch.Tensor, idx: np.ndarray) -> tuple[torc
     g64 = cpu64(q)
     if sum(n.size for n in g64.nodes) + g64.input_size > q.cfg.lp.max_columns:
         return lb, pre
-    lb, t0 = lb.clone(), q.deadline.left()
+    lb = lb.clone()
     try:
-        for k, b in enumerate(idx):
-            seconds = _seconds(q, t0, q.cfg.lp.share, len(idx) - k)
-            if seconds <= 0.05:
-                break
+        for b, budget in _budgeted(q, q.cfg.lp.share, list(idx)):
             lo, hi, rows = case_inputs(sub, b)
-            pre_b = tighten_pre(g64, lo, hi, case_pre(pre, b), q.cfg.lp.max_neurons, seconds / 2, rows)
-            got = lp_bounds(g64, lo, hi, pre_b, sub.C[b].cpu().double().numpy(),
-                            _seconds(q, t0, q.cfg.lp.share, len(idx) - k), rows)
+            pre_b = tighten_pre(g64, lo, hi, case_pre(pre, b), q.cfg.lp.max_neurons, budget() / 2, rows)
+            got = lp_bounds(g64, lo, hi, pre_b, sub.C[b].cpu().double().numpy(), budget(), rows)
             new = lower(torch.as_tensor(got, dtype=torch.float64) + sub.d[b].cpu().double())
             lb[b] = torch.maximum(lb[b], new.to(lb.dtype).to(lb.device))
             pre = with_case_bounds(pre, pre_b, b)
@@ -115,7 +123,7 @@ def stage_sdp(q, sub, pre: dict, lb: torch.Tensor, idx: np.ndarray, share: float
     (not a ReLU chain, too large) leave it unchanged."""
     from .sdp import SdpError, sdp_lower
 
-    g64, lb, t0 = cpu64(q), lb.clone(), q.deadline.left()
+    g64, lb = cpu64(q), lb.clone()
     conj = sub.conj.cpu().numpy()
     work = []
     for b in idx:
@@ -124,12 +132,9 @@ def stage_sdp(q, sub, pre: dict, lb: torch.Tensor, idx: np.ndarray, share: float
             if rows.size and not bool((lb[b, rows] > 0).any()):
                 work.append((b, int(rows[int(torch.argmax(lb[b, rows]))])))
     try:
-        for k, (b, r) in enumerate(work):
-            seconds = _seconds(q, t0, share, len(work) - k)
-            if seconds <= 0.05:
-                break
+        for (b, r), budget in _budgeted(q, share, work):
             lo, hi, rows = case_inputs(sub, b)
-            got = sdp_lower(g64, lo, hi, case_pre(pre, b), sub.C[b, r].cpu().double().numpy(), seconds, rows)
+            got = sdp_lower(g64, lo, hi, case_pre(pre, b), sub.C[b, r].cpu().double().numpy(), budget(), rows)
             new = lower(torch.tensor(got.bound, dtype=torch.float64) + sub.d[b, r].cpu().double())
             lb[b, r] = torch.maximum(lb[b, r], new.to(lb.dtype).to(lb.device))
     except SdpError as e:
@@ -210,24 +215,21 @@ def stage_milp(q, sub, pre: dict, share: float = 1.0) -> Result:
 
         with torch.no_grad():
             pre = crown_intermediate(q.graph, sub.lo, sub.hi, deadline=q.deadline)
-    g64, t0 = cpu64(q), q.deadline.left()
+    g64 = cpu64(q)
     conj = sub.conj.cpu().numpy()
     work = [(b, j) for b in range(len(sub)) for j in np.flatnonzero(sub.valid[b].cpu().numpy())]
     proved = 0
     try:
-        for k, (b, j) in enumerate(work):
-            seconds = _seconds(q, t0, share, len(work) - k)
-            if seconds <= 0.05:
-                break
+        for (b, j), budget in _budgeted(q, share, work):
             lo, hi, rows = case_inputs(sub, b)
             mask = conj[b] == j
             C, d = sub.C[b].cpu().double().numpy(), sub.d[b].cpu().double().numpy()
             pre_b, case = case_pre(pre, b), q.prop.cases[int(sub.case[b])]
-            found = milp_search(g64, lo, hi, pre_b, C, d, mask, seconds / 3, input_rows=rows)
+            found = milp_search(g64, lo, hi, pre_b, C, d, mask, budget() / 3, input_rows=rows)
             hit = _confirmed(q, case, found.candidate if found.claims_violation else None)
             if hit is not None:
                 return hit
-            bnb = lp_branch_and_bound(g64, lo, hi, pre_b, C, d, _seconds(q, t0, share, len(work) - k),
+            bnb = lp_branch_and_bound(g64, lo, hi, pre_b, C, d, budget(),
                                       member_rows=mask, input_rows=rows)
             hit = _confirmed(q, case, bnb.candidate if bnb.proved is False else None)
             if hit is not None:
