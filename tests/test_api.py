@@ -110,3 +110,37 @@ def test_verify_leaves_the_callers_float_semantics_alone(examples):
             "sys.exit(0 if tiny > 0 and np.float64(1e-310) * 1.0 == 1e-310 else 3)\n")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.returncode if r.returncode == 3 else r.stderr
+
+
+@pytest.mark.parametrize("answer", ["unsat", "sat"])
+def test_small_networks_are_bounded_before_the_attack(examples, monkeypatch, answer):
+    """On a small network with few inputs, IBP and CROWN (tens of milliseconds) run before the quick
+    attack (a fifth of a second of search): an unsat they decide never attacks; a sat is still
+    found and confirmed, by the attack on what they leave open."""
+    from verifier import pipeline
+
+    calls = []
+    attack = pipeline.stage_attack
+    monkeypatch.setattr(pipeline, "stage_attack", lambda q, cases, *a, **k: calls.append(len(cases))
+                        or attack(q, cases, *a, **k))
+    ex = Example("acas_like", answer, examples)
+    g = verifier.api.load_checked(ex.onnx)[0]
+    assert pipeline.bounds_first(g, VerifyConfig().attack)
+    r = verifier.verify(ex.onnx, ex.spec("2.0"), timeout=60)
+    assert r.verdict is (Verdict.UNSAT if answer == "unsat" else Verdict.SAT)
+    if answer == "unsat":
+        assert calls == []
+    else:
+        assert_counterexample(ex.onnx, read_example_spec(ex.spec("1.0")), r.x, r.y)
+
+
+def test_large_inputs_and_networks_are_attacked_first():
+    """Inputs too many for the attack's search, or a network whose CROWN pass is dear: the quick
+    attack runs first."""
+    from helpers_nets import graph_of, random_mlp
+    from verifier import pipeline
+
+    cfg, rng = VerifyConfig().attack, np.random.default_rng(0)
+    assert not pipeline.bounds_first(graph_of(random_mlp(rng, cfg.search_max_dim + 1, [8], 3, ["Relu"])), cfg)
+    assert not pipeline.bounds_first(graph_of(random_mlp(rng, 5, [400, 400, 400], 3, ["Relu"])), cfg)
+    assert pipeline.bounds_first(graph_of(random_mlp(rng, 5, [50] * 6, 5, ["Relu"])), cfg)

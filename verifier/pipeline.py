@@ -31,6 +31,15 @@ MAX_CONFIRM = 32  # candidates re-run through onnxruntime per attack round
 # full attack runs on the cases the bounds leave open
 QUICK_ATTACK = AttackConfig(samples=16, restarts=2, steps=10, budget_points=20_000, search_steps=20,
                             search_seconds=0.25)
+# IBP and CROWN run before the quick attack where they cost less than it: inputs small enough
+# for its gradient-free search (a fifth of a second), and a network whose CROWN pass is cheap
+# (tensor parameters times values computed, CROWN's work: 8e6 for an ACAS Xu network, 30 ms)
+BOUNDS_FIRST_WORK = 5e7
+
+
+def bounds_first(graph: Graph, cfg: AttackConfig) -> bool:
+    params = sum(v.numel() for n in graph.nodes for v in n.params.values() if isinstance(v, torch.Tensor))
+    return graph.input_size <= cfg.search_max_dim and params * sum(n.size for n in graph.nodes) <= BOUNDS_FIRST_WORK
 
 
 @dataclass
@@ -171,10 +180,19 @@ def stage_corners(q: Query, cases: Cases, lb: torch.Tensor, A_in: torch.Tensor) 
     return try_confirm(q, rep, xs, violations(q.graph, rep, xs))
 
 
-def stage_bounds(q: Query, cases: Cases, corners: bool = True) -> tuple[np.ndarray, dict | None]:
-    """Indices of the cases that IBP, CROWN and alpha-CROWN leave open, and the activation input
-    bounds found for them (None after IBP alone), which branch and bound starts from.  corners:
-    try the box corners CROWN points at as counterexamples (raises Found)."""
+@dataclass
+class Crowned:
+    """What IBP and CROWN leave open: the open cases' indices, their activation input bounds
+    (None when CROWN did not run) and CROWN's lower bounds on their rows (None likewise)."""
+
+    open_idx: np.ndarray
+    pre: dict | None
+    lb: torch.Tensor | None
+
+
+def stage_crown(q: Query, cases: Cases, corners: bool = True) -> Crowned:
+    """IBP, then CROWN on the cases IBP leaves open.  corners: try the box corners CROWN points
+    at as counterexamples (raises Found)."""
     open_idx = np.arange(len(cases))
     with torch.no_grad():
         done = refuted(cases, ibp_lower(q.graph, cases, q.memory), q.tol).cpu().numpy()
@@ -182,7 +200,7 @@ def stage_bounds(q: Query, cases: Cases, corners: bool = True) -> tuple[np.ndarr
     q.stats["open_after_ibp"] = int(open_idx.size)
     log.info("IBP: %d of %d cases open", open_idx.size, len(cases))
     if open_idx.size == 0 or not q.cfg.crown:
-        return open_idx, None
+        return Crowned(open_idx, None, None)
     q.deadline.check()
     sub = cases.select(open_idx)
     record: dict = {}
@@ -195,13 +213,21 @@ def stage_bounds(q: Query, cases: Cases, corners: bool = True) -> tuple[np.ndarr
     q.stats["open_after_crown"] = int((~done).sum())
     log.info("CROWN: %d of %d cases open", (~done).sum(), len(cases))
     keep = np.nonzero(~done)[0]
-    pre = take_bounds(pre, keep)
-    if done.all() or not q.cfg.alpha:
-        return open_idx[keep], pre
+    return Crowned(open_idx[keep], take_bounds(pre, keep), lb[keep])
+
+
+def stage_bounds(q: Query, cases: Cases, corners: bool = True,
+                 crowned: Crowned | None = None) -> tuple[np.ndarray, dict | None]:
+    """Indices of the cases that IBP, CROWN and alpha-CROWN (then the opt-in LP and SDP stages)
+    leave open, and the activation input bounds found for them (None after IBP alone), which
+    branch and bound starts from.  crowned: stage_crown's result on these cases, if it ran."""
+    crowned = crowned or stage_crown(q, cases, corners)
+    open_idx, pre, lb = crowned.open_idx, crowned.pre, crowned.lb
+    if open_idx.size == 0 or pre is None or not q.cfg.alpha:
+        return open_idx, pre
     q.deadline.check()
-    sub = sub.select(keep)
-    lb = torch.maximum(alpha_crown_lower(q.graph, sub, pre, q.cfg.alpha_cfg, q.deadline, q.tol, q.memory, lb[keep]),
-                       lb[keep])
+    sub = cases.select(open_idx)
+    lb = torch.maximum(alpha_crown_lower(q.graph, sub, pre, q.cfg.alpha_cfg, q.deadline, q.tol, q.memory, lb), lb)
     done2 = refuted(sub, lb, q.tol).cpu().numpy()
     if not done2.all() and q.cfg.alpha_cfg.intermediate_iterations > 0 and not q.deadline.expired():
         # optimised slopes for the intermediate bounds too: dearer, so only where the cheap form failed
@@ -227,7 +253,7 @@ def stage_bounds(q: Query, cases: Cases, corners: bool = True) -> tuple[np.ndarr
             log.info("%s: %d of %d cases open (weakest bound %.4g -> %.4g)", name, (~done2).sum(), len(cases),
                      before, float(weakest_open_bound(sub, lb).min()))
     left = np.nonzero(~done2)[0]
-    return open_idx[keep[left]], take_bounds(pre, left)
+    return open_idx[left], take_bounds(pre, left)
 
 
 SEARCH_WIDTHS = (1.0, 10.0, 100.0, 1000.0)   # how far past its finite bounds an unbounded input is searched
@@ -411,12 +437,15 @@ def decide(q: Query) -> Result:
             log.warning("warning: no input meets the query's input constraints (the region is "
                         "empty), so nothing can violate it: unsat")
             return Result(Verdict.UNSAT, reason="the property has no input region")
-        found = stage_attack(q, cases, QUICK_ATTACK)
-        if found is not None:
-            return found
-        q.deadline.check()
         try:
-            open_idx, pre = stage_bounds(q, cases)
+            crowned = stage_crown(q, cases) if bounds_first(q.graph, q.cfg.attack) else None
+            if crowned is not None and crowned.open_idx.size == 0:
+                return Result(Verdict.UNSAT)
+            found = stage_attack(q, cases if crowned is None else cases.select(crowned.open_idx), QUICK_ATTACK)
+            if found is not None:
+                return found
+            q.deadline.check()
+            open_idx, pre = stage_bounds(q, cases, crowned=crowned)
         except Found as f:
             return f.result
         if open_idx.size == 0:
