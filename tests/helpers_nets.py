@@ -229,8 +229,7 @@ def to_float64(model: onnx.ModelProto) -> onnx.ModelProto:
     """The same network computing in float64: float initialisers, Constant values, Casts to
     float and declared value types become double.  onnxruntime on it is a rounding-free
     oracle (1e-12 relative) for a float64 IR, where float32 runs only agree to ~1e-6."""
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
+    m = onnx.ModelProto.FromString(model.SerializeToString())   # onnx's, or verifier.onnx_proto's
     g = m.graph
 
     def widen(t: onnx.TensorProto) -> None:

@@ -68,13 +68,14 @@ def _float_type(model):
     """The narrowest float type the model computes in: float32 as soon as any initializer, cast
     or declared tensor is float32 (onnxruntime then rounds there), else float64."""
     import torch
-    from onnx import TensorProto
+
+    from .onnx_proto import FLOAT
 
     g = model.graph
     types = [t.data_type for t in g.initializer]
     types += [vi.type.tensor_type.elem_type for vi in list(g.input) + list(g.output) + list(g.value_info)]
     types += [a.i for n in g.node if n.op_type == "Cast" for a in n.attribute if a.name == "to"]
-    return torch.float32 if TensorProto.FLOAT in types else torch.float64
+    return torch.float32 if FLOAT in types else torch.float64
 
 
 def float_semantics(prop) -> bool:

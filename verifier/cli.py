@@ -168,8 +168,6 @@ def _check_types(prop, models) -> None:
     tensors are checked by onnxruntime's typing when they are read."""
     if prop.version == "1.0":
         return
-    import onnx
-
     for net in prop.networks:
         ins, outs = _model_types(models[net.equal_to or net.name])
         pairs = [(v, ins.get(v.onnx_name) if v.onnx_name else e) for v, e in zip(net.inputs, ins.values())]
@@ -180,6 +178,8 @@ def _check_types(prop, models) -> None:
                 raise UsageError(f"element type {var.dtype} of {var.name} is not supported")
             want = ELEMENT_TYPES[t]
             if want is not None and elem is not None and want != elem:
+                import onnx
+
                 raise UsageError(f"{var.name} is declared {var.dtype} but the model's tensor is "
                                  f"{onnx.helper.tensor_dtype_to_np_dtype(elem)}")
 

@@ -110,8 +110,9 @@ def _session(model, tensors: list[str]):
     import onnx
     import onnxruntime as ort
 
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
+    from .onnx_proto import to_onnx
+
+    m = to_onnx(model)
     inferred = onnx.shape_inference.infer_shapes(m)
     known = {vi.name: vi for vi in list(inferred.graph.value_info) + list(m.graph.output) + list(m.graph.input)}
     del m.graph.output[:]

@@ -5,24 +5,26 @@ registry lacks is reported, all at once and by name, before any other work start
 """
 from __future__ import annotations
 
+import functools
 import gzip
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnx
 import torch
-from onnx import numpy_helper
 
+from . import onnx_proto
 from .capabilities import CAPABILITIES
 from .ir import Graph, Node
+from .onnx_proto import attribute_value, to_array, type_name
 from .ops import CONVERTERS, RULES
 
 # the opsets `supports --onnx-opset-versions` reports (first and last): one source for both
 OPSETS = tuple(int(v) for v in CAPABILITIES["--onnx-opset-versions"])
 # element types of the network's input and output: float32 and float64 (float16 / bfloat16 would
 # make their rounding, 1e-3 to 4e-3 relative, part of the function; integers are not ours to bound)
-FLOAT_TYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.DOUBLE: "float64"}
+FLOAT_TYPES = {onnx_proto.FLOAT: "float32", onnx_proto.DOUBLE: "float64"}
 
 
 class ModelError(Exception):
@@ -34,19 +36,31 @@ class ModelError(Exception):
         self.named = named
 
 
-def load_model(path: str | Path) -> onnx.ModelProto:
+def load_model(path: str | Path) -> onnx_proto.ModelProto:
+    """The model in path (plain or gzip-compressed), decoded by onnx_proto (read-only
+    messages).  Not checked against the operator schemas here: onnxruntime does that when it
+    loads the model (api.load_checked, joint.load_models), before any answer."""
     path = Path(path)
     try:
-        data = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
-        model = onnx.load_from_string(data)
+        stat = path.stat()
+        decode = _decoded if stat.st_size <= CACHED_MODEL_BYTES else _decoded.__wrapped__
+        return decode(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
     except FileNotFoundError:
         raise ModelError(f"{path}: no such file") from None
-    except Exception as e:  # onnx raises several unrelated types for corrupt files
+    except (OSError, EOFError, ValueError, RecursionError, zlib.error) as e:   # unreadable, corrupt gzip, not protobuf
         raise ModelError(f"{path}: not a readable ONNX model ({type(e).__name__})") from None
-    try:
-        onnx.checker.check_model(model)
-    except Exception as e:
-        raise ModelError(f"{path}: invalid ONNX model: {str(e).splitlines()[0]}") from None
+
+
+CACHED_MODEL_BYTES = 64 << 20   # larger files are decoded again rather than kept beside their graph
+
+
+@functools.lru_cache(maxsize=4)
+def _decoded(path: str, mtime_ns: int, size: int) -> onnx_proto.ModelProto:
+    """One decoding per file version in a process (the CLI reads a model's types before the
+    engine loads it)."""
+    model = onnx_proto.load_model_bytes(model_bytes(path))
+    if not model.HasField("graph"):
+        raise onnx_proto.DecodeError("no graph")
     return model
 
 
@@ -55,8 +69,8 @@ def model_bytes(path: str | Path) -> bytes:
     return gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
 
 
-def _attrs(node: onnx.NodeProto) -> dict:
-    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+def _attrs(node) -> dict:
+    return {a.name: attribute_value(a) for a in node.attribute}
 
 
 class ImportContext:
@@ -177,24 +191,25 @@ class ImportContext:
         self.values[onnx_out] = ir_name
 
 
-def _fold_constant(node: onnx.NodeProto, ctx: ImportContext, opset: int) -> None:
+def _fold_constant(node, ctx: ImportContext, opset: int) -> None:
     """Evaluate a node whose inputs are all constants with ONNX's reference evaluator."""
-    from onnx.reference import ReferenceEvaluator
-
     if node.op_type == "Constant":
         a = _attrs(node)
         kinds = {"value_float": np.float32, "value_floats": np.float32, "value_int": np.int64, "value_ints": np.int64}
         if "value" in a:
-            ctx.consts[node.output[0]] = numpy_helper.to_array(a["value"])
+            ctx.consts[node.output[0]] = to_array(a["value"])
             return
         for key, dtype in kinds.items():
             if key in a:
                 ctx.consts[node.output[0]] = np.asarray(a[key], dtype=dtype)
                 return
         raise ctx.unsupported(node, f"Constant given by {', '.join(a) or 'nothing'}")
+    import onnx
+    from onnx.reference import ReferenceEvaluator
+
     inputs = [onnx.helper.make_tensor_value_info(n, onnx.TensorProto.UNDEFINED, None) for n in node.input if n]
     outputs = [onnx.helper.make_tensor_value_info(n, onnx.TensorProto.UNDEFINED, None) for n in node.output if n]
-    g = onnx.helper.make_graph([node], "fold", inputs, outputs)
+    g = onnx.helper.make_graph([onnx_proto.to_onnx(node)], "fold", inputs, outputs)
     m = onnx.helper.make_model(g, opset_imports=[onnx.helper.make_opsetid("", opset)])
     feeds = {n: ctx.consts[n] for n in node.input if n}
     results = ReferenceEvaluator(m).run(None, feeds)
@@ -206,7 +221,7 @@ def _static_shape(vi) -> list:
     return [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
 
 
-def _input_layouts(model: onnx.ModelProto) -> tuple[list[tuple[str, tuple[int, ...], tuple[int, ...]]], int]:
+def _input_layouts(model: onnx_proto.ModelProto) -> tuple[list[tuple[str, tuple[int, ...], tuple[int, ...]]], int]:
     """[(name, IR shape, ONNX shape)] of every network input, and the batch-axis convention
     they share (offset 0: a leading axis of size 1 that the IR's batch axis replaces; 1: none)."""
     inits = {i.name for i in model.graph.initializer}
@@ -227,7 +242,7 @@ def _input_layouts(model: onnx.ModelProto) -> tuple[list[tuple[str, tuple[int, .
     return out, offsets.pop()
 
 
-def _shape_of_var(ctx: ImportContext, node: onnx.NodeProto) -> np.ndarray:
+def _shape_of_var(ctx: ImportContext, node) -> np.ndarray:
     """Shape of a variable value as a constant (shapes are static), honouring start/end (opset 15+)."""
     full = ctx.onnx_shape(ctx.var(node.input[0]))
     a = _attrs(node)
@@ -239,7 +254,7 @@ def _shape_of_var(ctx: ImportContext, node: onnx.NodeProto) -> np.ndarray:
 _IMPORTER_OPS = ("Constant", "Shape")
 
 
-def check_supported(model: onnx.ModelProto) -> None:
+def check_supported(model: onnx_proto.ModelProto) -> None:
     missing: dict[str, list[str]] = {}
     for n in model.graph.node:
         if n.domain not in ("", "ai.onnx"):  # a custom op may share a standard op's name
@@ -252,26 +267,26 @@ def check_supported(model: onnx.ModelProto) -> None:
         raise ModelError("unsupported operators: " + "; ".join(parts))
 
 
-def _opset(model: onnx.ModelProto) -> int:
+def _opset(model: onnx_proto.ModelProto) -> int:
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if opset is None or not OPSETS[0] <= opset <= OPSETS[-1]:
         raise ModelError(f"unsupported: opset {opset} (supported: {OPSETS[0]} to {OPSETS[-1]})")
     return opset
 
 
-def check_element_types(model: onnx.ModelProto, integer_outputs: frozenset[str] = frozenset()) -> None:
+def check_element_types(model: onnx_proto.ModelProto, integer_outputs: frozenset[str] = frozenset()) -> None:
     """The network's input and output must be float32 or float64, but for the outputs named in
     integer_outputs (ArgMax results a query reads, verifier/argmax.py), which must be int64."""
     inits = {i.name for i in model.graph.initializer}
     for kind, vis in (("input", model.graph.input), ("output", model.graph.output)):
         for vi in vis:
             t = vi.type.tensor_type.elem_type
-            if kind == "output" and vi.name in integer_outputs and t == onnx.TensorProto.INT64:
+            if kind == "output" and vi.name in integer_outputs and t == onnx_proto.INT64:
                 continue
             if vi.name not in inits and t not in FLOAT_TYPES:
-                name = onnx.TensorProto.DataType.Name(t) if t in onnx.TensorProto.DataType.values() else t
+                name = type_name(t)
                 hint = " (an int64 ArgMax result is read when a VNN-LIB 2.0 query declares it int64)" \
-                    if kind == "output" and t == onnx.TensorProto.INT64 else ""
+                    if kind == "output" and t == onnx_proto.INT64 else ""
                 raise ModelError(f"unsupported: network {kind} {vi.name!r} of element type {name} "
                                  f"(supported: {', '.join(FLOAT_TYPES.values())}){hint}")
 
@@ -289,7 +304,7 @@ class Fragment:
     outputs: tuple[tuple[str, tuple[int, ...]], ...]
 
 
-def to_fragment(model: onnx.ModelProto, tensors: list[str] | None = None,
+def to_fragment(model: onnx_proto.ModelProto, tensors: list[str] | None = None,
                 integer_outputs: frozenset[str] = frozenset()) -> Fragment:
     """Convert a checked model to the IR (float64 parameters on the CPU), reading the ONNX
     tensors named (default: the model's outputs, in order).  integer_outputs: the int64 outputs
@@ -304,7 +319,7 @@ def to_fragment(model: onnx.ModelProto, tensors: list[str] | None = None,
         ctx.values[name] = name
         ctx.shapes[name] = shape
     for init in model.graph.initializer:
-        ctx.consts[init.name] = numpy_helper.to_array(init)
+        ctx.consts[init.name] = to_array(init)
     for node in model.graph.node:
         _import_node(ctx, node, opset)
     tensors = [o.name for o in model.graph.output] if tensors is None else list(tensors)
@@ -319,7 +334,7 @@ def to_fragment(model: onnx.ModelProto, tensors: list[str] | None = None,
     return Fragment(tuple(layouts), tuple(live), tuple(outs))
 
 
-def to_graph(model: onnx.ModelProto) -> Graph:
+def to_graph(model: onnx_proto.ModelProto) -> Graph:
     """Convert a checked model of one input and one output to the IR (float64, CPU)."""
     check_supported(model)
     if len(model.graph.output) != 1:
@@ -343,11 +358,11 @@ INTEGER_COPIES = ("Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Tra
 INTEGER_READERS = ("Cast", "Shape", "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual")
 
 
-def _integer_inputs(ctx: ImportContext, node: onnx.NodeProto) -> list[str]:
+def _integer_inputs(ctx: ImportContext, node) -> list[str]:
     return [i for i in node.input if i and i in ctx.values and ctx.values[i] in ctx.integer]
 
 
-def _import_node(ctx: ImportContext, node: onnx.NodeProto, opset: int) -> None:
+def _import_node(ctx: ImportContext, node, opset: int) -> None:
     """Fold or convert one node; every failure becomes a ModelError that names the node."""
     first = len(ctx.nodes)
     ints = _integer_inputs(ctx, node)

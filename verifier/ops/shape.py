@@ -201,9 +201,9 @@ def _cast(ctx, n) -> None:
 
 
 def _type_name(t) -> str:
-    import onnx  # here, not at the top: the rules of this module serve without onnx
+    from ..onnx_proto import type_name
 
-    return onnx.TensorProto.DataType.Name(t) if t in onnx.TensorProto.DataType.values() else str(t)
+    return type_name(t)
 
 
 def _reshape_to(ctx, n, x: str, onnx_out_shape) -> None:
