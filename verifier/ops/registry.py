@@ -15,15 +15,68 @@ from torch import Tensor
 from ..bounds.rounding import clean_bounds
 from ..ir import Node
 
-RULES: dict[str, "OpRule"] = {}
-CONVERTERS: dict[str, Callable] = {}
+class Registry(dict):
+    """A registry whose entries are registered when their module is first needed: `where` maps
+    each name to the module that declares it (verifier/ops/__init__.py reads it off the
+    modules' decorators), and looking a name up, or asking whether it is there, imports that
+    module.  Listing the registry (iterating it, its keys, items, values or length) imports
+    every module first.  A start on a small network imports a third of the operator modules."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.where: dict[str, str] = {}
+        self.load: Callable[[str | None], None] | None = None   # import one module (None: all)
+
+    def registered(self, name: str) -> bool:
+        return dict.__contains__(self, name)
+
+    def __missing__(self, name: str):
+        if self.load is not None and name in self.where:
+            self.load(self.where[name])
+            if self.registered(name):
+                return dict.__getitem__(self, name)
+        raise KeyError(name)
+
+    def __contains__(self, name: object) -> bool:
+        return self.registered(name) or name in self.where
+
+    def get(self, name, default=None):
+        return self[name] if name in self else default
+
+    def _everything(self) -> None:
+        if self.load is not None:
+            self.load(None)
+
+    def __iter__(self):
+        self._everything()
+        return dict.__iter__(self)
+
+    def __len__(self) -> int:
+        self._everything()
+        return dict.__len__(self)
+
+    def keys(self):
+        self._everything()
+        return dict.keys(self)
+
+    def items(self):
+        self._everything()
+        return dict.items(self)
+
+    def values(self):
+        self._everything()
+        return dict.values(self)
+
+
+RULES: Registry = Registry()        # internal op name -> OpRule
+CONVERTERS: Registry = Registry()   # ONNX op type -> converter function
 
 
 def rule(*ops: str):
     """Class decorator registering one instance of the class under each internal op name."""
     def add(cls):
         for op in ops:
-            assert op not in RULES, f"duplicate rule for {op}"
+            assert not RULES.registered(op), f"duplicate rule for {op}"
             RULES[op] = cls()
         return cls
     return add
@@ -33,7 +86,7 @@ def converts(*onnx_types: str):
     """Function decorator registering an ONNX importer for each ONNX op type."""
     def add(fn):
         for t in onnx_types:
-            assert t not in CONVERTERS, f"duplicate converter for {t}"
+            assert not CONVERTERS.registered(t), f"duplicate converter for {t}"
             CONVERTERS[t] = fn
         return fn
     return add
