@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..ir import Node
+from ..onnx_proto import type_name
 from .registry import LinearRule, converts, rule
 
 
@@ -191,19 +192,13 @@ def _cast(ctx, n) -> None:
     if to in INT_RANGES or to == BOOL:
         emit_integer_cast(ctx, n, to)
     elif to not in _IDENTITY_CASTS:
-        raise ctx.unsupported(n, f"Cast to {_type_name(to)} (only casts to float32, float64, integer types "
+        raise ctx.unsupported(n, f"Cast to {type_name(to)} (only casts to float32, float64, integer types "
                                  "and bool)")
     elif ctx.var(n.input[0]) in ctx.integer:
         x = ctx.var(n.input[0])
         ctx.emit("Reshape", [x], {}, n.output[0], shape=ctx.shape(x))
     else:
         ctx.alias(n.output[0], n.input[0])
-
-
-def _type_name(t) -> str:
-    from ..onnx_proto import type_name
-
-    return type_name(t)
 
 
 def _reshape_to(ctx, n, x: str, onnx_out_shape) -> None:
