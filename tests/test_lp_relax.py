@@ -319,3 +319,18 @@ def test_solver_time_out_still_gives_a_sound_bound():
     lb = lp_bounds(g, lo, hi, pre, rows, time_limit=1e-4)
     assert not np.isnan(lb).any()
     assert_below("LP out of time", np.where(np.isfinite(lb), lb, -1e300), rows, outputs(g, pts))
+
+
+def test_influence_orders_unstable_neurons_and_survives_infinite_bounds():
+    """The LP stage's neuron order: the ReLU triangle's height -lo hi / (hi - lo) where lo < 0 < hi,
+    0 for stable neurons, and first (inf, not NaN) where a bound is infinite; no warning."""
+    import warnings
+
+    from verifier.lp.relax import influence
+
+    lo = np.array([-1.0, 0.5, -2.0, -np.inf, -1.0, -3.0])
+    hi = np.array([1.0, 2.0, -1.0, 1.0, np.inf, 0.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = influence(lo, hi)
+    assert got.tolist() == [0.5, 0.0, 0.0, np.inf, np.inf, 0.0]

@@ -196,10 +196,12 @@ def lp_lower(graph: Graph, lo: np.ndarray, hi: np.ndarray, pre: Mapping, c: np.n
 def influence(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """Which neurons to LP-bound first: -lo hi / (hi - lo) where lo < 0 < hi (the height of the
     ReLU triangle at 0, the largest gap of its relaxation, which a tighter interval shrinks),
-    0 elsewhere.  (size,) for (size,)."""
+    0 elsewhere; an infinite side makes it infinite (first).  (size,) for (size,)."""
     unstable = (lo < 0) & (hi > 0)
     width = np.where(unstable, hi - lo, 1.0)
-    return np.where(unstable, -lo * hi / width, 0.0)
+    with np.errstate(invalid="ignore"):
+        gap = np.where(unstable, -lo * hi / width, 0.0)
+    return np.where(np.isnan(gap), np.inf, gap)
 
 
 def _behind_activation(graph: Graph, value: str) -> bool:

@@ -1,0 +1,45 @@
+"""A few seeds of the soundness fuzzer (tests/fuzz_soundness.py): its 'below' queries hold a
+violation onnxruntime computed, so no configuration may answer unsat there, and no two
+configurations may contradict on the others."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fuzz_soundness import NETWORKS, Problem, _box, properties, run_seed
+from helpers_nets import run_float64, run_onnxruntime
+from vnnlib import parse_text
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_fuzz_seed_has_no_findings(tmp_path, seed):
+    assert run_seed(seed, timeout=3.0, out=tmp_path, only={"default"}, log=lambda *_: None) == []
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_below_queries_hold_the_violation_they_were_built_around(seed):
+    """The fuzzer's own oracle: its witness x lies in each 'below' query's box, and the output for
+    it (onnxruntime's on float32 queries, the float64 network's on VNN-LIB 1.0 ones, which are
+    about the reals) meets the query's output constraints exactly (rational arithmetic); an
+    'above' query with margin 0.1 is not met there."""
+    from verifier.onnx_import import to_graph
+
+    rng = np.random.default_rng(seed)
+    model = NETWORKS["relu_mlp" if seed % 2 == 0 else "leaky_mlp"](rng)
+    n_in = int(model.graph.input[0].type.tensor_type.shape.dim[1].dim_value)
+    n_out = int(model.graph.output[0].type.tensor_type.shape.dim[1].dim_value)
+    lo, hi = _box(rng, n_in)
+    x, queries = properties(Problem(model, (1, n_in), lo, hi, n_out), to_graph(model), rng)
+    y = np.asarray(run_onnxruntime(model, x.reshape(1, n_in))).reshape(-1)
+    y64 = np.asarray(run_float64(model, x.reshape(1, n_in))).reshape(-1)
+    assert x.dtype == np.float32 and np.all(lo <= x) and np.all(x <= hi)
+    modes = [m for m, _, _ in queries]
+    assert modes.count("below") == 6
+    for mode, label, text in queries:
+        prop = parse_text(text)
+        out = y64 if label.endswith("reals") else y     # VNN-LIB 1.0: the network over the reals
+        met = any(c.contains_input(x.astype(np.float64)) and c.violated_by(out) for c in prop.cases)
+        if mode == "below":
+            assert met, label
+        elif label.endswith("above-0.1"):
+            assert not met, label
