@@ -48,7 +48,7 @@ from ..ops.activation import ReluRule
 from ..ops.piecewise import Kinked
 from .encode import Problem, encode
 from .highs import quiet_highs, timed
-from .relax import LPResult, _Model, certified_dual_bound
+from .relax import LPResult, _Model, certified_dual_bound, influence
 
 F64 = torch.float64
 T_NAME = "<t>"   # the objective column's key in Problem.offsets
@@ -134,7 +134,8 @@ def violation_problem(problem: Problem, output: str, C: np.ndarray, d: np.ndarra
     n, q = problem.n, C.shape[0]
     out = problem.cols(output)
     mag = np.maximum(np.abs(problem.l[out]), np.abs(problem.u[out]))
-    M = float((np.abs(C) @ mag + np.abs(d)).max(initial=0.0)) * (1 + 1e-6) + 1.0   # >> the sum's rounding
+    with np.errstate(invalid="ignore"):    # 0 * inf where a row skips an unbounded output: NaN, then inf
+        M = float((np.abs(C) @ mag + np.abs(d)).max(initial=0.0)) * (1 + 1e-6) + 1.0   # >> the sum's rounding
     M = M if np.isfinite(M) else np.inf
     rr, cc = np.nonzero(C)
     rows = sp.csr_matrix((np.concatenate([C[rr, cc], -np.ones(q)]),
@@ -488,7 +489,7 @@ class PhaseLP:
         on = (l < 0) & (u > 0)
         if not on.any():
             return None
-        area = np.where(on, -l * u / np.where(on, u - l, 1.0), -1.0)
+        area = np.where(on, influence(l, u), -1.0)
         gap = np.zeros_like(area)
         if z is not None:
             zx, zy = z[els.x], z[els.y]
