@@ -255,7 +255,7 @@ def _witnessed(model: onnx.ModelProto, shape, prop, x: np.ndarray | None) -> boo
 
 
 def run_seed(seed: int, timeout: float, out: pathlib.Path, only: set[str] | None = None,
-             log=print) -> list[dict]:
+             log=print, per_query: int = 0) -> list[dict]:
     import verifier
     from verifier.onnx_import import to_graph
     from verifier.verdict import Verdict
@@ -279,9 +279,12 @@ def run_seed(seed: int, timeout: float, out: pathlib.Path, only: set[str] | None
         q = folder / f"{label}.vnnlib"
         q.write_text(text)
         verdicts = {}
-        for name, cfg in cfgs.items():
-            if only and name not in only:
-                continue
+        names = [n for n in cfgs if not only or n in only]
+        if per_query and len(names) > per_query:   # default, and a rotating sample of the others
+            head = names[:1] if names[0] == "default" else []
+            names = head + list(rng.choice(names[len(head):], per_query - len(head), replace=False))
+        for name in names:
+            cfg = cfgs[name]
             t0 = time.monotonic()
             try:
                 r = verifier.verify(folder / "net.onnx", q, timeout=timeout, config=cfg)
@@ -311,13 +314,15 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=5.0)
     ap.add_argument("--out", default="fuzz-findings")
     ap.add_argument("--only", default="", help="comma-separated configuration names")
+    ap.add_argument("--per-query", type=int, default=0,
+                    help="configurations per query: default and a random sample of the others (0: all)")
     a = ap.parse_args(argv)
     first, last = (int(v) for v in a.seeds.split(":"))
     out = pathlib.Path(a.out)
     only = set(filter(None, a.only.split(","))) or None
     findings = []
     for seed in range(first, last):
-        findings += run_seed(seed, a.timeout, out, only)
+        findings += run_seed(seed, a.timeout, out, only, per_query=a.per_query)
     (out / "findings.json").parent.mkdir(parents=True, exist_ok=True)
     (out / "findings.json").write_text(json.dumps(findings, indent=1))
     print(f"{len(findings)} findings over seeds {first}..{last - 1}")
