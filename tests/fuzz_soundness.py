@@ -2,10 +2,10 @@
 by every engine configuration; any wrong or contradictory verdict is saved for a regression test.
 
 For each seed: a random network (ReLU / smooth MLPs, conv nets with pooling and batch norm, a
-residual block, slicing branches), a random float32 box, and a search (uniform samples, box
-corners, coordinate hill-climbing on the IR) for the point that maximises a random output
-objective.  onnxruntime evaluates the best points on the model as given; the property is then
-written around that value:
+residual block, slicing branches, unusual wiring, a product of two values with PRelu), a random
+float32 box, and a search (uniform samples, box corners, coordinate hill-climbing on the IR) for
+the point that maximises a random output objective.  onnxruntime evaluates the best points on
+the model as given; the property is then written around that value:
 
 - "below": the violation threshold sits at or just under what onnxruntime reached (margins
   0, 1e-9, 1e-6, 1e-3 of the output scale).  A violating float32 input is in hand, so `unsat` is
@@ -56,6 +56,18 @@ def _leaky_mlp(rng: np.random.Generator) -> onnx.ModelProto:
     return b.finish("x", [1, n_in], b.gemm(h, 6, 3))
 
 
+def _product_net(rng: np.random.Generator) -> onnx.ModelProto:
+    """Gemm, then the product of its two halves (x * y of two variables), PRelu, Gemm."""
+    b = Builder(rng, 13)
+    n_in = int(rng.integers(2, 5))
+    h = b.gemm("x", n_in, 8)
+    left = b.op("Slice", [h, b.ints([0]), b.ints([4]), b.ints([1])])
+    right = b.op("Slice", [h, b.ints([4]), b.ints([8]), b.ints([1])])
+    h = b.op("Mul", [left, right])
+    h = b.op("PRelu", [h, b.const(rng.uniform(-0.5, 0.5, (1, 4)))])
+    return b.finish("x", [1, n_in], b.gemm(h, 4, 3))
+
+
 def _maxpool_net(rng: np.random.Generator) -> onnx.ModelProto:
     return random_convnet(rng, c=1, hw=5, pool="max")
 
@@ -71,6 +83,7 @@ NETWORKS: dict[str, Callable[[np.random.Generator], onnx.ModelProto]] = {
     "residual": lambda r: random_residual(r, c=1, hw=4),
     "branches": lambda r: random_branches(r, n_in=4),
     "exotic": random_exotic,
+    "product": _product_net,
 }
 
 
@@ -269,7 +282,7 @@ def run_seed(seed: int, timeout: float, out: pathlib.Path, only: set[str] | None
     lo, hi = _box(rng, int(np.prod(shape)))
     n_out = int(np.prod([d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim]))
     p = Problem(model, shape, lo, hi, n_out)
-    smooth = family in ("smooth_mlp", "branches")
+    smooth = family in ("smooth_mlp", "branches", "exotic", "product")
     cfgs = configurations(lo.size, smooth)
     findings = []
     folder = out / f"seed{seed}"

@@ -168,3 +168,151 @@ def test_graph_is_computed_in_float32_only_when_its_constants_are_float32_values
     assert not graph(0.1).holds_exactly_in(torch.float32)
     assert not graph(0.5, p=0.1).holds_exactly_in(torch.float32)
     assert graph(0.1).holds_exactly_in(torch.float64)
+
+
+# ---- functions whose float evaluation rounds a product: x * y, LeakyRelu, PRelu ----------------
+def product_net(path: Path) -> Path:
+    """Y = X[0] * X[1] in float32, X: (1, 2)."""
+    inits = [numpy_helper.from_array(np.array([1, 1], dtype=np.int64), "sp")]
+    nodes = [helper.make_node("Split", ["X", "sp"], ["x0", "x1"], axis=1), helper.make_node("Mul", ["x0", "x1"], ["Y"])]
+    return save(nodes, inits, (1, 2), (1, 1), path)
+
+
+def exact(v: float) -> str:
+    from decimal import Decimal
+
+    return format(Decimal(float(v)), "f")
+
+
+@pytest.mark.parametrize("box", ["point", "two floats"])
+@pytest.mark.parametrize("engine", ["default", "relu-split", "lp"])
+def test_a_rounded_product_is_not_unsat(tmp_path, box, engine):
+    """float32(1.1) * float32(1.3) is 1.42999997...; onnxruntime rounds it down to 1.42999994...
+    "Y <= that" is false over the reals and true in the float model: never unsat (it was: the
+    backward pass took a product's planes without the model's rounding of it)."""
+    import dataclasses
+
+    from verifier.config import BabConfig, LPConfig, VerifyConfig
+
+    a, b = np.float32(1.1), np.float32(1.3)
+    rounded = float(np.float32(a * b))
+    assert rounded < float(a) * float(b)
+    a_hi = a if box == "point" else np.nextafter(a, np.float32(2))
+    spec = tmp_path / "q.vnnlib"
+    spec.write_text("(vnnlib-version <2.0>)\n(declare-network f (declare-input X float32 [1,2]) "
+                    "(declare-output Y float32 [1,1]))\n"
+                    f"(assert (and (>= X[0,0] {exact(a)}) (<= X[0,0] {exact(a_hi)})))\n"
+                    f"(assert (and (>= X[0,1] {exact(b)}) (<= X[0,1] {exact(b)})))\n"
+                    f"(assert (<= Y[0,0] {exact(rounded)}))\n")
+    cfg = {"default": VerifyConfig(), "relu-split": VerifyConfig(bab=BabConfig(branching="activation")),
+           "lp": VerifyConfig(lp=LPConfig(enabled=True))}[engine]
+    r = verifier.verify(product_net(tmp_path / "mul.onnx"), spec, timeout=30, config=dataclasses.replace(cfg, timeout_s=30))
+    assert r.verdict is Verdict.SAT, (r.verdict, r.reason)
+
+
+def _onnxruntime(op: str, xs: list[np.ndarray], inits=(), **attrs) -> np.ndarray:
+    """onnxruntime's op on float32 vectors xs (inputs X0, X1, ...; then the initialisers), run
+    with IEEE arithmetic (subnormals kept), as counterexamples are confirmed."""
+    import onnxruntime as ort
+
+    from verifier.confirm import ieee_numerics
+
+    n = xs[0].size
+    names = [f"X{i}" for i in range(len(xs))]
+    g = helper.make_graph([helper.make_node(op, names + [t.name for t in inits], ["Y"], **attrs)], "g",
+                          [helper.make_tensor_value_info(v, TensorProto.FLOAT, [n]) for v in names],
+                          [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [n])], initializer=list(inits))
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    with ieee_numerics():
+        s = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        return s.run(None, dict(zip(names, xs)))[0]
+
+
+def _floats(rng: np.random.Generator, n: int) -> np.ndarray:
+    """float32 values of every magnitude, 1e-45 (subnormal) to 1e19, both signs, and zeros."""
+    x = (rng.choice([-1.0, 1.0], n) * 10.0 ** rng.uniform(-45, 19, n)).astype(np.float32)
+    x[::50] = 0.0
+    return x
+
+
+@pytest.mark.parametrize("op", ["Mul", "LeakyRelu", "PRelu"])
+def test_model_error_of_a_rounded_product_covers_onnxruntime(op):
+    """A rule's model_error over point boxes bounds |onnxruntime's value - the real function| at
+    float32 points of every magnitude, checked in rational arithmetic (no tolerance)."""
+    from fractions import Fraction
+
+    from verifier.ir import Node
+    from verifier.ops import RULES
+
+    rng = np.random.default_rng(7)
+    n = 4000
+    x = _floats(rng, n)
+    as_box = lambda v: (torch.tensor(v, dtype=torch.float64).reshape(1, n),) * 2
+    if op == "Mul":
+        y = _floats(rng, n)
+        got = _onnxruntime("Mul", [x, y])
+        real = [Fraction(float(a)) * Fraction(float(b)) for a, b in zip(x, y)]
+        e = RULES["MulVar"].model_error(Node("p", "MulVar", ("x", "y"), {}, (n,)), torch.float32, as_box(x), as_box(y))
+    else:
+        slope = rng.uniform(-3, 3, n).astype(np.float32) if op == "PRelu" else np.full(n, np.float32(0.0137))
+        if op == "PRelu":
+            got = _onnxruntime("PRelu", [x], [numpy_helper.from_array(slope, "s")])
+            node = Node("k", "PRelu", ("x",), {"slope": torch.tensor(slope, dtype=torch.float64)}, (n,))
+        else:
+            got = _onnxruntime("LeakyRelu", [x], alpha=float(slope[0]))
+            node = Node("k", "LeakyRelu", ("x",), {"alpha": float(slope[0])}, (n,))
+        real = [Fraction(float(v)) if v >= 0 else Fraction(float(a)) * Fraction(float(v)) for v, a in zip(x, slope)]
+        e = RULES[op].model_error(node, torch.float32, as_box(x))
+    e = e.reshape(-1).numpy()
+    finite = np.isfinite(got)
+    assert finite.mean() > 0.9
+    for k in np.flatnonzero(finite):
+        assert abs(Fraction(float(got[k])) - real[k]) <= Fraction(float(e[k])), (op, k, x[k], got[k])
+    assert np.all(np.isinf(e[~finite]))      # where onnxruntime overflows, no finite error is claimed
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_float_model_bounds_of_products_and_kinks_contain_onnxruntime(tmp_path, seed):
+    """IBP and CROWN bounds of a float32 net with LeakyRelu, PRelu and a product of two of its
+    values contain onnxruntime's outputs at sampled float32 points and corners (exactly)."""
+    r = np.random.default_rng(seed)
+    f = lambda a: numpy_helper.from_array(np.asarray(a, dtype=np.float32))
+    inits = [f(r.normal(size=(4, 2))), f(r.normal(size=4)), f(r.uniform(-2, 2, 4)), f(r.normal(size=(2, 4)))]
+    for t, name in zip(inits, ["W1", "b1", "s", "W2"]):
+        t.name = name
+    nodes = [helper.make_node("Gemm", ["X", "W1", "b1"], ["a"], transB=1),
+             helper.make_node("LeakyRelu", ["a"], ["l"], alpha=0.3),
+             helper.make_node("PRelu", ["a", "s"], ["p"]),
+             helper.make_node("Mul", ["l", "p"], ["m"]),
+             helper.make_node("Gemm", ["m", "W2"], ["Y"], transB=1)]
+    graph, ref = load_checked(save(nodes, inits, (1, 2), (1, 2), tmp_path / "k.onnx"))
+    graph = graph.to("cpu", torch.float64)
+    assert graph.float_model is torch.float32
+    c = r.normal(size=2)
+    lo32, hi32 = np.float32(c - 0.5), np.float32(c + 0.5)
+    lo, hi = (torch.tensor(v, dtype=torch.float64).reshape(1, 2) for v in (lo32, hi32))
+    ylo, yhi = interval_bounds(graph, lo, hi)[graph.output_name]
+    pre = crown_intermediate(graph, lo, hi)
+    eye = torch.eye(2, dtype=torch.float64).reshape(1, 2, 2)
+    clo, chi = crown_output(graph, lo, hi, eye, pre)[0], -crown_output(graph, lo, hi, -eye, pre)[0]
+    assert torch.isfinite(clo).all() and torch.isfinite(chi).all()    # the float model is bounded
+    corners = np.array([[lo32[0], lo32[1]], [lo32[0], hi32[1]], [hi32[0], lo32[1]], [hi32[0], hi32[1]]])
+    for x in np.concatenate([corners, r.uniform(lo32, hi32, size=(300, 2)).astype(np.float32)]):
+        y = ref.run(x.astype(np.float32))
+        assert np.all(ylo[0].numpy() <= y) and np.all(y <= yhi[0].numpy())
+        assert np.all(clo.numpy() <= y) and np.all(y <= chi.numpy())
+
+
+def test_a_float32_leaky_relu_query_is_proved(tmp_path):
+    """LeakyRelu's float evaluation rounds one product: bounded, so a float32 query on it is
+    decided (it timed out with infinite bounds before: no model error was known)."""
+    nodes = [helper.make_node("LeakyRelu", ["X"], ["Y"], alpha=0.1)]
+    net = save(nodes, [], (1, 1), (1, 1), tmp_path / "leaky.onnx")
+    spec = tmp_path / "q.vnnlib"
+    spec.write_text("(vnnlib-version <2.0>)\n(declare-network f (declare-input X float32 [1,1]) "
+                    "(declare-output Y float32 [1,1]))\n(assert (>= X[0,0] -1.0))\n(assert (<= X[0,0] 1.0))\n"
+                    "(assert (<= Y[0,0] -0.1000001))\n")
+    assert verifier.verify(net, spec, timeout=30).verdict is Verdict.UNSAT
+    spec.write_text(spec.read_text().replace("-0.1000001", "-0.1"))
+    assert verifier.verify(net, spec, timeout=30).verdict is Verdict.SAT

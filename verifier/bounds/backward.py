@@ -208,7 +208,8 @@ def _planes(node: Node, rule, a: Tensor, relax: Relaxation, graph_model: torch.d
         lw, lb = rule.lower_with_slope(node, plo.unsqueeze(1), phi.unsqueeze(1), relax.slopes[node.name])
     if relax.slopes is not None and (node.name, "upper") in relax.slopes:
         uw, ub = rule.upper_with_slope(node, plo.unsqueeze(1), phi.unsqueeze(1), relax.slopes[(node.name, "upper")])
-    lw, lb, uw, ub = model_planes(graph_model, rule, node, (lw, lb, uw, ub))
+    lw, lb, uw, ub = model_planes(graph_model, rule, node, (lw, lb, uw, ub), (plo, phi), *(side or []),
+                                  row_axis=True)
     up = a < 0  # a negative coefficient takes the upper plane, a positive one the lower
     with torch.no_grad():
         B = a.shape[0]
@@ -275,13 +276,14 @@ def _split_error(beta: Tensor | None, point: Tensor | None, m: Tensor, a_abs: Te
 
 
 def _multi_step(node: Node, rule, a: Tensor, A: dict, const: Tensor, err: Tensor, relax: Relaxation,
-                side: list) -> tuple[Tensor, Tensor]:
+                side: list, float_model: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
     """Replace a node whose planes are in every input (rule.multi_planes) by them: the
     objective reaches each input through its slope.  Rounding as in _activation_step, per input;
-    split decisions on the first input add their beta terms there."""
+    split decisions on the first input add their beta terms there.  For a float model the
+    intercepts move apart by the model's error of the function (model_planes)."""
     n = node.size
     boxes = [relax.pre[node.name]] + list(side)
-    lws, lb, uws, ub = rule.relax_all(node, *boxes)
+    lws, lb, uws, ub = model_planes(float_model, rule, node, rule.relax_all(node, *boxes), *boxes)
     up = a < 0
     c = torch.where(up, ub.unsqueeze(1), lb.unsqueeze(1))
     g0, ac, beta, point = _split_terms(node, relax, a * torch.where(up, uws[0].unsqueeze(1), lws[0].unsqueeze(1)),
@@ -330,7 +332,8 @@ def backward_linear(graph: Graph, start: str, C: Tensor, relax: Relaxation,
         elif rule.multi_planes:
             if record is not None:
                 record[node.name] = a
-            const, err = _multi_step(node, rule, a, A, const, err, relax, side_boxes(graph, node, relax.pre))
+            const, err = _multi_step(node, rule, a, A, const, err, relax, side_boxes(graph, node, relax.pre),
+                                     graph.float_model)
         else:
             if record is not None:
                 record[node.name] = a

@@ -164,7 +164,8 @@ def forward_bounds(graph: Graph, lo: Tensor, hi: Tensor,
             plo, phi = torch.maximum(plo, fixed[node.name][0]), torch.minimum(phi, fixed[node.name][1])
         pre[node.name] = plo, phi = clean_bounds(plo, phi)
         # (a multi_planes rule's relax is planes in its first input alone: flat ones, always valid)
-        planes = model_planes(graph.float_model, rule, node, rule.relax(node, plo, phi, *side_boxes(graph, node, pre)))
+        side = side_boxes(graph, node, pre)
+        planes = model_planes(graph.float_model, rule, node, rule.relax(node, plo, phi, *side), (plo, phi), *side)
         lw, lb, uw, ub = planes
         err = _activation_error(low[x], up[x], planes, mx)
         low[node.name] = _scale(low[x], up[x], lw, lb) + (err,)

@@ -78,7 +78,7 @@ def interval_bounds(graph: Graph, lo: Tensor, hi: Tensor,
         else:
             l, h = rule.interval(node, *ins[0], *ins[1:])
             if graph.float_model is not None:
-                e = model_function_error(graph.float_model, rule, node)
+                e = model_function_error(graph.float_model, rule, node, *ins)
                 l, h = lower(l, e), upper(h, e)
         if known is not None and node.name in known:
             kl, kh = known[node.name]

@@ -177,22 +177,36 @@ def model_floor(float_model: torch.dtype | None, n: int) -> float:
     return 0.0 if float_model is None else (n + 2) * tiny(float_model)
 
 
-def model_function_error(float_model: torch.dtype | None, rule, node) -> float:
+def model_function_error(float_model: torch.dtype | None, rule, node, *boxes) -> float | Tensor:
     """How far the model's evaluation of an activation may be from the real function: 0 over
-    the reals (None), the rule's own bound for a float model (inf when it has none)."""
+    the reals (None), the rule's own bound for a float model (inf when it has none): a float,
+    or elementwise (B, *shape) where it grows with the values (a rounded product).  boxes: the
+    (lo, hi) bounds of the node's inputs, None where unknown."""
     if float_model is None:
         return 0.0
-    return rule.model_error(node, float_model)
+    return rule.model_error(node, float_model, *boxes)
 
 
-def model_planes(float_model: torch.dtype | None, rule, node, planes):
+def product_model_error(float_model: torch.dtype, mag: Tensor) -> Tensor:
+    """The error of one product rounded in float_model (IEEE, gradual underflow) whose exact value
+    is at most mag in magnitude: u mag + u tiny, here u mag + tiny, rounded up (mag itself may be
+    a float64 product of magnitudes, low by a rounding); +inf where the product may overflow."""
+    e = (mag * unit(float_model) + tiny(float_model)) * (1 + 4 * unit(mag.dtype))
+    return torch.where(mag <= torch.finfo(float_model).max / 2, e, torch.full_like(e, math.inf))
+
+
+def model_planes(float_model: torch.dtype | None, rule, node, planes, *boxes, row_axis: bool = False):
     """Planes (lw, lb, uw, ub) of the real function moved apart by the model's error of the
     function (for a float model; unchanged over the reals): the model's output lies within e of
-    f, so lw x + lb - e <= model(x) <= uw x + ub + e, with the two shifts rounded outwards."""
+    f, so lw x + lb - e <= model(x) <= uw x + ub + e, with the two shifts rounded outwards.
+    boxes: the node's input bounds (B, *shape) each; row_axis: the planes carry a row axis
+    after the batch one (B, q or 1, *shape)."""
     if float_model is None:
         return planes
-    e = model_function_error(float_model, rule, node)
-    if e == 0.0:
+    e = model_function_error(float_model, rule, node, *boxes)
+    if not isinstance(e, Tensor) and e == 0.0:
         return planes
+    if isinstance(e, Tensor) and row_axis:
+        e = e.unsqueeze(1)
     lw, lb, uw, ub = planes
     return lw, lower(lb, e), uw, upper(ub, e)

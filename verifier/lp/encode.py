@@ -268,8 +268,8 @@ def _planes(site: Site) -> tuple[list[np.ndarray], np.ndarray, list[np.ndarray],
             lw, lb, uw, ub = rule.relax(node, *site.boxes[0], *site.boxes[1:])
             zero = torch.zeros(shape, dtype=F64)
             lws, uws = [lw] + [zero] * (len(site.ins) - 1), [uw] + [zero] * (len(site.ins) - 1)
-        e = model_function_error(site.float_model, rule, node)
-        if e != 0.0:   # the model's output lies within e of f: lb - e and ub + e, rounded outwards
+        e = model_function_error(site.float_model, rule, node, *site.boxes)
+        if isinstance(e, torch.Tensor) or e != 0.0:   # the model's output lies within e of f: lb - e and ub + e, rounded outwards
             lb, ub = lower(torch.as_tensor(lb, dtype=F64), e), upper(torch.as_tensor(ub, dtype=F64), e)
     return [_out(t, shape) for t in lws], _out(lb, shape), [_out(t, shape) for t in uws], _out(ub, shape)
 
@@ -286,6 +286,14 @@ def _activation(site: Site) -> Rows:
     return concat_rows([_plane_rows(site, lws, lb, upper=False), _plane_rows(site, uws, ub, upper=True)])
 
 
+def kink_model_error(float_model, rule, node, lo: torch.Tensor, hi: torch.Tensor) -> np.ndarray:
+    """A float model's error of a kink's function per element (size,), rounded up for the rows
+    that carry it (0 where exact): the pieces' right-hand sides."""
+    e = model_function_error(float_model, rule, node, (lo, hi))
+    e = _out(e, node.shape) if isinstance(e, torch.Tensor) else np.full(node.size, float(e))
+    return np.where(e == 0.0, 0.0, e * (1 + 4 * np.finfo(np.float64).eps) + 4 * np.finfo(np.float64).tiny)
+
+
 def _kink(site: Site, a: np.ndarray) -> Rows:
     """f = x above 0, a x below: the planes of the rule, and for unstable elements (lo < 0 < hi)
     the two pieces themselves on the side where they bound f (y >= x and y >= a x where a <= 1,
@@ -295,15 +303,14 @@ def _kink(site: Site, a: np.ndarray) -> Rows:
     lo, hi = (_np(t) for t in site.boxes[0])
     a = np.broadcast_to(a, node.shape).reshape(-1)
     unstable = (lo < 0) & (hi > 0)
-    e = model_function_error(site.float_model, site.rule, node)
-    e = 0.0 if e == 0.0 else e * (1 + 4 * np.finfo(np.float64).eps) + 4 * np.finfo(np.float64).tiny
+    e = kink_model_error(site.float_model, site.rule, node, *site.boxes[0])
     convex = a <= 1
     parts = [_activation(site)]
     for slope in (np.ones_like(a), a):   # NaN: no row for that element
         s = np.where(unstable, slope, np.nan)
         # convex: slope x - y <= e (a lower piece); concave: y - slope x <= e (an upper piece)
-        parts.append(_plane_rows(site, [np.where(convex, s, np.nan)], np.full(node.size, -e), upper=False))
-        parts.append(_plane_rows(site, [np.where(convex, np.nan, s)], np.full(node.size, e), upper=True))
+        parts.append(_plane_rows(site, [np.where(convex, s, np.nan)], -e, upper=False))
+        parts.append(_plane_rows(site, [np.where(convex, np.nan, s)], e, upper=True))
     return concat_rows(parts)
 
 

@@ -39,14 +39,13 @@ import scipy.sparse as sp
 import torch
 
 from ..bounds.backward import activation_inputs, ancestors, crown_intermediate
-from ..bounds.rounding import model_function_error
 from ..budget import Deadline, OutOfTime
 from ..evaluate import forward
 from ..ir import Graph
 from ..ops import RULES
 from ..ops.activation import ReluRule
 from ..ops.piecewise import Kinked
-from .encode import Problem, encode
+from .encode import Problem, encode, kink_model_error
 from .highs import quiet_highs, timed
 from .relax import LPResult, _Model, certified_dual_bound, influence
 
@@ -344,12 +343,6 @@ class _Elements:
     r2: np.ndarray
 
 
-def _widened(float_model, node) -> float:
-    """The model's error of the kink's function, rounded up (as encode.py's kink pieces)."""
-    e = model_function_error(float_model, RULES[node.op], node)
-    return 0.0 if e == 0.0 else e * (1 + 4 * np.finfo(np.float64).eps) + 4 * np.finfo(np.float64).tiny
-
-
 def _with_phase_rows(graph: Graph, p: Problem) -> tuple[Problem, _Elements]:
     """p with two rows per unstable kink element (x's box across 0), off (h = +inf) until a
     node decides the element: active (x >= 0) sets y - x <= e, inactive (x <= 0) y - a x <= e.
@@ -359,8 +352,10 @@ def _with_phase_rows(graph: Graph, p: Problem) -> tuple[Problem, _Elements]:
     parts = []
     for i, k in enumerate(ks):
         on = np.flatnonzero((p.l[k.x] < 0) & (p.u[k.x] > 0))
-        e = _widened(graph.float_model, graph.by_name[k.node])
-        parts.append((np.full(on.size, i), on, k.x[on], k.y[on], k.a[on], np.full(on.size, e)))
+        node = graph.by_name[k.node]
+        box = (torch.as_tensor(p.l[k.x]).reshape((1,) + node.shape), torch.as_tensor(p.u[k.x]).reshape((1,) + node.shape))
+        e = kink_model_error(graph.float_model, RULES[node.op], node, *box)   # the rows' e, rounded up
+        parts.append((np.full(on.size, i), on, k.x[on], k.y[on], k.a[on], e[on]))
     act, elem, x, y, a, e = (np.concatenate([pt[j] for pt in parts]) if parts else np.zeros(0) for j in range(6))
     act, elem, x, y = (v.astype(np.int64) for v in (act, elem, x, y))
     n_k, m = x.size, p.h.size

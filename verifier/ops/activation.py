@@ -67,7 +67,7 @@ class ReluRule(ActivationRule):
     def lower_slope_range(self, node, lo, hi):
         return torch.zeros_like(lo), torch.ones_like(lo)
 
-    def model_error(self, node, dtype):
+    def model_error(self, node, dtype, *boxes):
         return 0.0      # max(x, 0) is exact in every float type
 
     def lower_with_slope(self, node, lo, hi, slope):
@@ -104,7 +104,7 @@ class _SShaped(ActivationRule):
     def evaluate(self, node: Node, x: Tensor) -> Tensor:
         return self.f(x)
 
-    def model_error(self, node, dtype):
+    def model_error(self, node, dtype, *boxes):
         """onnxruntime's approximation of f, absolute (bounds/rounding.py: MODEL_FUNCTION_ERROR)."""
         return MODEL_FUNCTION_ERROR.get(dtype, float("inf"))
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..bounds.rounding import clean_bounds, lower, tiny, unit, upper
+from ..bounds.rounding import clean_bounds, lower, magnitude, product_model_error, tiny, unit, upper
 from ..ir import Node
 from .registry import ActivationRule, converts, rule
 
@@ -53,6 +53,13 @@ class BilinearRule(ActivationRule):
         lo, hi = self.interval(node, xl, xh, y_box)
         zero = torch.zeros_like(lo)
         return zero, lo, zero.clone(), hi
+
+    def model_error(self, node, dtype, x_box=None, y_box=None, *_):
+        """onnxruntime's x * y is one product rounded in dtype: at most u |x y| + tiny over the
+        boxes (rounding.product_model_error); inf where a box is unknown."""
+        if x_box is None or y_box is None:
+            return float("inf")
+        return product_model_error(dtype, magnitude(*x_box) * magnitude(*y_box))
 
     def can_split(self, node) -> bool:
         """Branch and bound splits the first factor's interval."""

@@ -64,7 +64,7 @@ class Compare(ActivationRule):
     def relax(self, node, lo, hi):
         return flat(*self.interval(node, lo, hi))
 
-    def model_error(self, node, dtype):
+    def model_error(self, node, dtype, *boxes):
         return 0.0
 
 
@@ -151,7 +151,7 @@ class CastIntRule(ActivationRule):
         band = (one, below, one.clone(), above)
         return pick(inside & (ihi - ilo > above - below), band, flat(ilo, ihi))
 
-    def model_error(self, node, dtype):
+    def model_error(self, node, dtype, *boxes):
         return 0.0
 
 
@@ -171,7 +171,7 @@ class CastBoolRule(ActivationRule):
     def relax(self, node, lo, hi):
         return flat(*self.interval(node, lo, hi))
 
-    def model_error(self, node, dtype):
+    def model_error(self, node, dtype, *boxes):
         return 0.0
 
 
@@ -207,7 +207,7 @@ class ArgMaxRule(ActivationRule):
     def relax(self, node, lo, hi, *side):
         return flat(*self.interval(node, lo, hi, *side))
 
-    def model_error(self, node, dtype):
+    def model_error(self, node, dtype, *boxes):
         return 0.0
 
 

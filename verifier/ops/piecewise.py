@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..bounds.rounding import clean_bounds, lower, tiny, unit, upper
+from ..bounds.rounding import clean_bounds, lower, product_model_error, tiny, unit, upper
 from ..ir import Node
 from .elementwise import finish, finite, flat, low_minus, normal, pick, up_minus
 from .registry import ActivationRule, converts, rule
@@ -45,6 +45,14 @@ class Kinked(ActivationRule):
 
     def evaluate(self, node, x):
         return torch.where(x >= 0, x, self.slope(node, x) * x)
+
+    def model_error(self, node, dtype, box=None, *_):
+        """onnxruntime returns x above 0 and a x below, one product rounded in dtype:
+        at most u |a| max(0, -lo) + tiny (rounding.product_model_error)."""
+        if box is None:
+            return math.inf
+        lo, _ = clean_bounds(*box)
+        return product_model_error(dtype, self.slope(node, lo).abs() * torch.clamp(-lo, min=0))
 
     def _value(self, x: Tensor, a: Tensor) -> tuple[Tensor, Tensor]:
         """f(x) and its error: a x rounds (2u |a x|, and tiny (1 + |x|) for a subnormal a read as
@@ -142,7 +150,7 @@ class AbsRule(Kinked):
     def evaluate(self, node, x):
         return torch.abs(x)
 
-    def model_error(self, node, dtype):
+    def model_error(self, node, dtype, *boxes):
         return 0.0  # |x| is exact in every float type
 
 
@@ -234,7 +242,7 @@ class ClipRule(Ramp):
         lo, hi = node.params["min"], node.params["max"]
         return 1.0, 0.0, -INF if lo is None else float(lo), INF if hi is None else float(hi)
 
-    def model_error(self, node, dtype):
+    def model_error(self, node, dtype, *boxes):
         return 0.0  # a select between x and constants of the model's own type: exact
 
 
@@ -261,7 +269,7 @@ class Step(ActivationRule):
     def relax(self, node, lo, hi):
         return flat(*self.interval(node, lo, hi))
 
-    def model_error(self, node, dtype):
+    def model_error(self, node, dtype, *boxes):
         return 0.0
 
 

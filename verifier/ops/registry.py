@@ -209,9 +209,11 @@ class ActivationRule(OpRule):
         None when not known."""
         return None
 
-    def model_error(self, node: Node, dtype: torch.dtype) -> float:
+    def model_error(self, node: Node, dtype: torch.dtype, *boxes) -> float | Tensor:
         """An absolute bound on how far onnxruntime's evaluation of the function in dtype may be
-        from the real function (for float models); inf when nothing is known."""
+        from the real function (for float models), over the inputs' boxes ((lo, hi) each,
+        (B, *shape), None where unknown): a float, or elementwise (B, *shape); inf when nothing
+        is known."""
         return float("inf")
 
     def loose(self, node: Node, lo: Tensor, hi: Tensor) -> Tensor:

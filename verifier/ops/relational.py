@@ -84,7 +84,7 @@ class ReluDeltaRule(ActivationRule):
         return (torch.where(finite, lw, zero), torch.where(finite, lb, ilo),
                 torch.where(finite, uw, zero), torch.where(finite, ub, ihi))
 
-    def model_error(self, node, dtype):
+    def model_error(self, node, dtype, *boxes):
         return float("inf")     # not an operator of any model: only bounded over the reals
 
 
@@ -146,7 +146,7 @@ class MonotoneDeltaRule(ActivationRule):
         ilo, ihi = self.interval(node, dl, dh, a_box)
         return (torch.where(ok, lw, zero), torch.where(ok, lb, ilo), torch.where(ok, uw, zero), torch.where(ok, ub, ihi))
 
-    def model_error(self, node, dtype):
+    def model_error(self, node, dtype, *boxes):
         return float("inf")     # not an operator of any model: only bounded over the reals
 
 
