@@ -116,6 +116,7 @@ class Problem:
     lo: np.ndarray            # float32, flat
     hi: np.ndarray
     n_out: int
+    inputs: tuple = ()        # Rows over input indices, each sum coef x <= t (the witness meets them)
 
 
 def _box(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -160,7 +161,7 @@ def _search(graph, p: Problem, objective: Callable[[np.ndarray], np.ndarray], rn
 # --------------------------------------------------------------------------- properties
 @dataclasses.dataclass
 class Row:
-    """sum_k coef[k] * Y[k] >= t (the violation side)."""
+    """sum_k coef[k] * v[k] against t: >= t on outputs (the violation side), <= t on inputs."""
     coef: dict[int, int]
     t: float
 
@@ -200,6 +201,7 @@ def vnnlib2(p: Problem, kind: str, rows: list[Row]) -> str:
              f" (declare-output Y float32 [1,{p.n_out}]))"]
     for k in range(p.lo.size):
         lines.append(f"(assert (and (>= {xs(k)} {_fmt(p.lo[k])}) (<= {xs(k)} {_fmt(p.hi[k])})))")
+    lines += [f"(assert (<= {_term(r.coef, xs)} {_fmt(r.t)}))" for r in p.inputs]
     atoms = [f"(>= {_term(r.coef, ys)} {_fmt(r.t)})" for r in rows]
     if kind == "conjunction":
         lines.append(f"(assert (and {' '.join(atoms)}))")
@@ -215,6 +217,7 @@ def vnnlib1(p: Problem, kind: str, rows: list[Row]) -> str:
     lines += [f"(declare-const Y_{k} Real)" for k in range(p.n_out)]
     for k in range(p.lo.size):
         lines += [f"(assert (>= X_{k} {_fmt(p.lo[k])}))", f"(assert (<= X_{k} {_fmt(p.hi[k])}))"]
+    lines += [f"(assert (<= {_term(r.coef, lambda k: f'X_{k}')} {_fmt(r.t)}))" for r in p.inputs]
     atoms = [f"(>= {_term(r.coef, lambda k: f'Y_{k}')} {_fmt(r.t)})" for r in rows]
     if kind == "disjunction":
         lines.append(f"(assert (or {' '.join(f'(and {a})' for a in atoms)}))")
@@ -233,6 +236,11 @@ def properties(p: Problem, graph, rng: np.random.Generator) -> tuple[np.ndarray,
     rows0 = [Row(c, 0.0) for c in coefs]
     best = max(range(len(ys)), key=lambda i: _value(rows0[0], ys[i]))
     x, y = cands[best], ys[best]
+    if p.lo.size > 1 and rng.random() < 0.5:   # a row over two inputs through the witness (or just past it)
+        i, j = (int(v) for v in rng.choice(p.lo.size, 2, replace=False))
+        coef = {i: 1, j: int(rng.choice([-1, 1]))}
+        slack = float(rng.choice([0.0, 1e-7, 1e-2])) * float(1 + np.abs(x).max())
+        p.inputs = (Row(coef, _value(Row(coef, 0.0), x) + slack),)   # exact: two float32 terms in float64
     scale = max(1e-3, float(np.abs(y).max()))
     out = []
     for m in MARGINS:
