@@ -304,15 +304,21 @@ def test_float_model_bounds_of_products_and_kinks_contain_onnxruntime(tmp_path, 
         assert np.all(clo.numpy() <= y) and np.all(y <= chi.numpy())
 
 
-def test_a_float32_leaky_relu_query_is_proved(tmp_path):
+@pytest.mark.parametrize("engine", ["bab", "milp"])
+def test_a_float32_leaky_relu_query_is_proved(tmp_path, engine):
     """LeakyRelu's float evaluation rounds one product: bounded, so a float32 query on it is
-    decided (it timed out with infinite bounds before: no model error was known)."""
-    nodes = [helper.make_node("LeakyRelu", ["X"], ["Y"], alpha=0.1)]
-    net = save(nodes, [], (1, 1), (1, 1), tmp_path / "leaky.onnx")
+    decided (it timed out with infinite bounds before: no model error was known), by the bounds
+    and branch and bound, and by the MILP engine (its kink rows carry the error per element)."""
+    from verifier.config import VerifyConfig
+
+    nodes = [helper.make_node("Gemm", ["X", "W"], ["h"], transB=1), helper.make_node("LeakyRelu", ["h"], ["Y"], alpha=0.1)]
+    inits = [numpy_helper.from_array(np.ones((1, 1), dtype=np.float32), "W")]
+    net = save(nodes, inits, (1, 1), (1, 1), tmp_path / "leaky.onnx")
+    cfg = VerifyConfig(timeout_s=30, engine=engine)
     spec = tmp_path / "q.vnnlib"
     spec.write_text("(vnnlib-version <2.0>)\n(declare-network f (declare-input X float32 [1,1]) "
                     "(declare-output Y float32 [1,1]))\n(assert (>= X[0,0] -1.0))\n(assert (<= X[0,0] 1.0))\n"
                     "(assert (<= Y[0,0] -0.1000001))\n")
-    assert verifier.verify(net, spec, timeout=30).verdict is Verdict.UNSAT
+    assert verifier.verify(net, spec, timeout=30, config=cfg).verdict is Verdict.UNSAT
     spec.write_text(spec.read_text().replace("-0.1000001", "-0.1"))
-    assert verifier.verify(net, spec, timeout=30).verdict is Verdict.SAT
+    assert verifier.verify(net, spec, timeout=30, config=cfg).verdict is Verdict.SAT

@@ -291,6 +291,29 @@ def test_leaky_relu_kinks_are_exact():
         assert milp.milp_search(g, lo, hi, pre, C, d).claims_violation is (f < 0)
 
 
+def test_leaky_relu_kinks_of_a_float_model_carry_its_rounding():
+    """The same net as a float32 model: each kink's rows carry its rounding per element (u |a x|),
+    so the relaxation's optimum is no higher than the real one, and both searches still decide
+    margins far above that rounding."""
+    import dataclasses
+
+    rng = np.random.default_rng(7)
+    real = graph_of(random_mlp(rng, 2, [8, 8], 2, ["LeakyRelu"])).to("cpu", DT)
+    g = dataclasses.replace(real, float_model=torch.float32)
+    lo, hi = np.array([-0.6, 0.1]), np.array([0.4, 1.1])
+    box = [torch.tensor(v).reshape(1, -1) for v in (lo, hi)]
+    pre_real, pre = crown_intermediate(real, *box), crown_intermediate(g, *box)
+    C = np.array([[1.0, -1.0]])
+    r_real = milp.milp_search(real, lo, hi, pre_real, C, np.zeros(1), stop_at_violation=False)
+    r = milp.milp_search(g, lo, hi, pre, C, np.zeros(1), stop_at_violation=False)
+    assert r.objective < r_real.objective and r_real.objective - r.objective < 1e-4
+    scale = 1.0 + abs(r_real.objective)
+    for f in (-0.02, 0.02):
+        d = np.array([f * scale - r_real.objective])
+        assert milp.lp_branch_and_bound(g, lo, hi, pre, C, d).proved is (f > 0)
+        assert milp.milp_search(g, lo, hi, pre, C, d).claims_violation is (f < 0)
+
+
 def test_other_activations_are_refused_or_relaxed():
     rng = np.random.default_rng(3)
     g = graph_of(random_mlp(rng, 3, [6, 6], 2, ["Relu", "Sigmoid"])).to("cpu", DT)
