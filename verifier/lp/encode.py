@@ -269,7 +269,8 @@ def _planes(site: Site) -> tuple[list[np.ndarray], np.ndarray, list[np.ndarray],
             zero = torch.zeros(shape, dtype=F64)
             lws, uws = [lw] + [zero] * (len(site.ins) - 1), [uw] + [zero] * (len(site.ins) - 1)
         e = model_function_error(site.float_model, rule, node, *site.boxes)
-        if isinstance(e, torch.Tensor) or e != 0.0:   # the model's output lies within e of f: lb - e and ub + e, rounded outwards
+        if isinstance(e, torch.Tensor) or e != 0.0:
+            # the model's output lies within e of f: lb - e and ub + e, rounded outwards
             lb, ub = lower(torch.as_tensor(lb, dtype=F64), e), upper(torch.as_tensor(ub, dtype=F64), e)
     return [_out(t, shape) for t in lws], _out(lb, shape), [_out(t, shape) for t in uws], _out(ub, shape)
 

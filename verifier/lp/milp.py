@@ -353,8 +353,8 @@ def _with_phase_rows(graph: Graph, p: Problem) -> tuple[Problem, _Elements]:
     for i, k in enumerate(ks):
         on = np.flatnonzero((p.l[k.x] < 0) & (p.u[k.x] > 0))
         node = graph.by_name[k.node]
-        box = (torch.as_tensor(p.l[k.x]).reshape((1,) + node.shape), torch.as_tensor(p.u[k.x]).reshape((1,) + node.shape))
-        e = kink_model_error(graph.float_model, RULES[node.op], node, *box)   # the rows' e, rounded up
+        lo, hi = (torch.as_tensor(v[k.x]).reshape((1,) + node.shape) for v in (p.l, p.u))
+        e = kink_model_error(graph.float_model, RULES[node.op], node, lo, hi)   # the rows' e, rounded up
         parts.append((np.full(on.size, i), on, k.x[on], k.y[on], k.a[on], e[on]))
     act, elem, x, y, a, e = (np.concatenate([pt[j] for pt in parts]) if parts else np.zeros(0) for j in range(6))
     act, elem, x, y = (v.astype(np.int64) for v in (act, elem, x, y))

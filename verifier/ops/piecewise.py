@@ -51,7 +51,7 @@ class Kinked(ActivationRule):
         at most u |a| max(0, -lo) + tiny (rounding.product_model_error)."""
         if box is None:
             return math.inf
-        lo, _ = clean_bounds(*box)
+        lo = clean_bounds(*box)[0]
         return product_model_error(dtype, self.slope(node, lo).abs() * torch.clamp(-lo, min=0))
 
     def _value(self, x: Tensor, a: Tensor) -> tuple[Tensor, Tensor]:
