@@ -11,9 +11,9 @@ from helpers_nets import run_float64, run_onnxruntime
 from vnnlib import parse_text
 
 
-@pytest.mark.parametrize("seed", [0, 3])
+@pytest.mark.parametrize("seed", [0, 2])    # a ReLU MLP and a LeakyRelu one (float32 kinks)
 def test_fuzz_seed_has_no_findings(tmp_path, seed):
-    assert run_seed(seed, timeout=3.0, out=tmp_path, only={"default"}, log=lambda *_: None) == []
+    assert run_seed(seed, timeout=2.0, out=tmp_path, only={"default"}, log=lambda *_: None) == []
 
 
 @pytest.mark.parametrize("seed", range(4))
