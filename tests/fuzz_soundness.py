@@ -164,6 +164,7 @@ class Row:
     """sum_k coef[k] * v[k] against t: >= t on outputs (the violation side), <= t on inputs."""
     coef: dict[int, int]
     t: float
+    strict: bool = False    # > (or <) instead of >= (<=)
 
 
 def _value(row: Row, y: np.ndarray) -> float:
@@ -202,7 +203,7 @@ def vnnlib2(p: Problem, kind: str, rows: list[Row]) -> str:
     for k in range(p.lo.size):
         lines.append(f"(assert (and (>= {xs(k)} {_fmt(p.lo[k])}) (<= {xs(k)} {_fmt(p.hi[k])})))")
     lines += [f"(assert (<= {_term(r.coef, xs)} {_fmt(r.t)}))" for r in p.inputs]
-    atoms = [f"(>= {_term(r.coef, ys)} {_fmt(r.t)})" for r in rows]
+    atoms = [f"({'>' if r.strict else '>='} {_term(r.coef, ys)} {_fmt(r.t)})" for r in rows]
     if kind == "conjunction":
         lines.append(f"(assert (and {' '.join(atoms)}))")
     elif kind == "disjunction":
@@ -218,7 +219,7 @@ def vnnlib1(p: Problem, kind: str, rows: list[Row]) -> str:
     for k in range(p.lo.size):
         lines += [f"(assert (>= X_{k} {_fmt(p.lo[k])}))", f"(assert (<= X_{k} {_fmt(p.hi[k])}))"]
     lines += [f"(assert (<= {_term(r.coef, lambda k: f'X_{k}')} {_fmt(r.t)}))" for r in p.inputs]
-    atoms = [f"(>= {_term(r.coef, lambda k: f'Y_{k}')} {_fmt(r.t)})" for r in rows]
+    atoms = [f"({'>' if r.strict else '>='} {_term(r.coef, lambda k: f'Y_{k}')} {_fmt(r.t)})" for r in rows]
     if kind == "disjunction":
         lines.append(f"(assert (or {' '.join(f'(and {a})' for a in atoms)}))")
     else:
@@ -244,7 +245,8 @@ def properties(p: Problem, graph, rng: np.random.Generator) -> tuple[np.ndarray,
     scale = max(1e-3, float(np.abs(y).max()))
     out = []
     for m in MARGINS:
-        rows = [Row(c, _value(Row(c, 0.0), y) - m * scale) for c in coefs]
+        # a margin leaves room for a strict comparison: the witness still meets it
+        rows = [Row(c, _value(Row(c, 0.0), y) - m * scale, strict=m > 0 and bool(rng.random() < 0.5)) for c in coefs]
         if kind == "disjunction":   # the second disjunct far out of reach
             rows[1] = Row(coefs[1], _value(Row(coefs[1], 0.0), y) + 1e3 * scale)
         out.append(("below", f"{kind}-below-{m:g}", vnnlib2(p, kind, rows)))
