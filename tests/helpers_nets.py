@@ -134,10 +134,28 @@ def run_onnxruntime(model: onnx.ModelProto | bytes, x: np.ndarray) -> np.ndarray
     return s.run(None, {input_info(m).name: x.astype(numpy_dtype(m))})[0]
 
 
+def _inference_batchnorm():
+    """BatchNormalization in inference mode, as ONNX (opsets 9-14 without training_mode) and
+    onnxruntime define it.  onnx 1.23's reference evaluator fills in the schema's default
+    momentum and then normalises with the batch's own statistics (off by 0.07 on a 5x5 map)."""
+    from onnx.reference.op_run import OpRun
+
+    class BatchNormalization(OpRun):
+        op_domain = ""
+
+        def _run(self, x, scale, bias, mean, var, epsilon=None, momentum=None, training_mode=None, **_):
+            eps = 1e-5 if epsilon is None else epsilon
+            axes = (-1,) + (1,) * (x.ndim - 2)
+            y = scale.reshape(axes) * (x - mean.reshape(axes)) / np.sqrt(var.reshape(axes) + eps) + bias.reshape(axes)
+            return (y.astype(x.dtype),)
+    return BatchNormalization
+
+
 def run_reference(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
     from onnx.reference import ReferenceEvaluator
 
-    return ReferenceEvaluator(model).run(None, {input_info(model).name: x.astype(numpy_dtype(model))})[0]
+    ev = ReferenceEvaluator(model, new_ops=[_inference_batchnorm()])
+    return ev.run(None, {input_info(model).name: x.astype(numpy_dtype(model))})[0]
 
 
 def ir_forward(graph, xs: Sequence[np.ndarray]) -> np.ndarray:

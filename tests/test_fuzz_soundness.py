@@ -46,3 +46,18 @@ def test_below_queries_hold_the_violation_they_were_built_around(seed):
                 assert not _witnessed(model, (1, n_in), prop, np.where(lo < hi, hi + 1, lo - 1)), label
         elif label.endswith("above-0.1"):
             assert not met, label
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_float64_oracle_agrees_with_onnxruntime_on_batch_norm(seed):
+    """The real-valued queries' oracle (helpers_nets.run_float64: onnx's reference evaluator where
+    onnxruntime has no float64 kernel) on conv nets with BatchNormalization: within float32's
+    rounding of onnxruntime's float32 run (the reference evaluator alone was 0.07 off)."""
+    from helpers_nets import random_convnet
+
+    rng = np.random.default_rng(seed)
+    model = random_convnet(rng, c=1, hw=5, pool="max")
+    for _ in range(3):
+        x = rng.uniform(-1, 1, (1, 1, 5, 5)).astype(np.float32)
+        y32, y64 = (np.asarray(f(model, x), dtype=np.float64).ravel() for f in (run_onnxruntime, run_float64))
+        assert np.abs(y64 - y32).max() <= 1e-5 * (1 + np.abs(y32).max())
