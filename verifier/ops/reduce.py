@@ -105,7 +105,7 @@ def emit_select(ctx, n, xs: list[str], index: np.ndarray, fill: np.ndarray | Non
                 out: str | None) -> str:
     """A Select node reading the variables xs (IR names) and the constant vector fill, index
     giving each output element (ONNX shape onnx_out) a position in their concatenation."""
-    index = np.asarray(index, dtype=np.int64).reshape(onnx_out)
+    index = np.array(index, dtype=np.int64).reshape(onnx_out)   # a copy: constants may be read-only views
     if index.size == 0:
         raise ctx.unsupported(n, f"an empty result of shape {list(onnx_out)}")
     n_var = sum(_numel(ctx.shape(x)) for x in xs)
